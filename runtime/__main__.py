@@ -1,0 +1,5 @@
+"""`python -m runtime` is `classify`."""
+
+from runtime.cli import main
+
+main()

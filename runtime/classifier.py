@@ -1,0 +1,135 @@
+"""The public `Classifier`: images in, labelled predictions out, on onnxruntime alone."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from runtime.errors import ImageError
+from runtime.imaging import ImageSource, describe_source, load_for_model
+from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, ModelMetadata
+from runtime.model import Providers, load_model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: the winning label, its probability, and every class's probability."""
+
+    label: str
+    score: float
+    index: int
+    probabilities: dict[str, float]
+    source: str
+
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        """The `k` most probable (label, probability) pairs, best first."""
+        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
+        return ranked[:k]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict: file, label, score, probabilities."""
+        return {"file": self.source, "label": self.label, "score": self.score, "probabilities": self.probabilities}
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one file of a folder run: a prediction, or the error that stopped it."""
+
+    file: str
+    prediction: Prediction | None = None
+    error: ImageError | None = None
+
+
+class Classifier:
+    """An exported retrain-onnx model, ready to classify images.
+
+    `providers` is "auto" (CUDA when onnxruntime-gpu offers it, else CPU), "cpu", "cuda", or an explicit
+    list of onnxruntime provider names. Images may be paths, encoded bytes, PIL images or uint8 arrays
+    (HxW, HxWx1, HxWx3 or HxWx4); they are decoded and resized exactly as in training.
+    """
+
+    def __init__(self, path: str | Path, providers: Providers = "auto") -> None:
+        self._model = load_model(path, providers)
+        self._labels = self._model.metadata.labels
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """Everything the model file says about itself."""
+        return self._model.metadata
+
+    @property
+    def labels(self) -> list[str]:
+        """Class labels in output order."""
+        return list(self._labels)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model takes."""
+        return self._model.metadata.input_size
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider in use, e.g. "CPUExecutionProvider"."""
+        return self._model.provider
+
+    def predict(self, image: ImageSource) -> Prediction:
+        """Classify one image. Raises `ImageError` when it cannot be decoded."""
+        return self.predict_batch([image], batch_size=1)[0]
+
+    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
+        """Classify images in batches of `batch_size`; raises `ImageError` on the first bad image."""
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            pixels = np.stack([load_for_model(image, self.input_size) for image in chunk])
+            predictions.extend(self.predict_pixels(pixels, [describe_source(image) for image in chunk]))
+        return predictions
+
+    def predict_pixels(self, pixels: np.ndarray, sources: Sequence[str] | None = None) -> list[Prediction]:
+        """Classify an already resized uint8 NHWC batch at the model's input size."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != (*self.input_size, 3):
+            raise ValueError(f"pixels must be uint8 of shape (N, {self.input_size[0]}, {self.input_size[1]}, 3)")
+        (probabilities,) = self._model.session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels})
+        names = sources if sources is not None else [f"<image {i}>" for i in range(len(pixels))]
+        return [self._prediction(row, name) for row, name in zip(probabilities, names)]
+
+    def classify_files(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[FileResult]:
+        """Classify files in order; a file that cannot be decoded yields a result with its error.
+
+        Decoding runs in a thread pool, so it overlaps across images.
+        """
+        pending = [str(path) for path in paths]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                decoded = list(pool.map(self._try_load, chunk))
+                good = [(name, pixels) for name, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]
+                predictions = iter(
+                    self.predict_pixels(np.stack([p for _, p in good]), [n for n, _ in good]) if good else []
+                )
+                for name, pixels in zip(chunk, decoded):
+                    if isinstance(pixels, ImageError):
+                        yield FileResult(file=name, error=pixels)
+                    else:
+                        yield FileResult(file=name, prediction=next(predictions))
+
+    def _try_load(self, path: str) -> np.ndarray | ImageError:
+        try:
+            return load_for_model(path, self.input_size)
+        except ImageError as error:
+            return error
+
+    def _prediction(self, row: np.ndarray, source: str) -> Prediction:
+        index = int(np.argmax(row))
+        return Prediction(
+            label=self._labels[index],
+            score=float(row[index]),
+            index=index,
+            probabilities={label: float(p) for label, p in zip(self._labels, row)},
+            source=source,
+        )

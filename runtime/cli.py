@@ -1,0 +1,103 @@
+"""`classify`: run an exported model on images and folders from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, List, Optional
+
+import typer
+
+from runtime.classifier import Classifier, FileResult
+from runtime.errors import ModelError
+from runtime.imaging import find_images
+
+EXIT_IMAGE_FAILED = 1
+EXIT_MODEL_ERROR = 2
+
+app = typer.Typer(add_completion=False, help="Classify images with a model exported by train-model.")
+
+
+@app.command()
+def classify(
+    model: Path = typer.Argument(..., help="Model file written by train-model --export."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Show the K most probable labels."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu or cuda."),
+) -> None:
+    """Print `Image: x.jpg | Predicted: CD (0.97)` per image; bad images go to stderr (exit code 1)."""
+    try:
+        classifier = Classifier(model, providers=providers)
+    except ModelError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_MODEL_ERROR)
+    typer.echo(f"Model: {model.name} | labels: {', '.join(classifier.labels)} | provider: {classifier.provider}", err=True)
+    results = classifier.classify_files(_expand(inputs), batch_size=batch_size)
+    failures = 0
+    with _csv_writer(csv_path, classifier.labels) as write_row:
+        for result in results:
+            failures += result.error is not None
+            _print_result(result, top_k, as_json)
+            write_row(result)
+    if failures:
+        typer.echo(f"{failures} image(s) could not be classified", err=True)
+        raise typer.Exit(EXIT_IMAGE_FAILED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+def _expand(inputs: Iterable[Path]) -> Iterator[Path]:
+    for path in inputs:
+        if path.is_dir():
+            yield from find_images(path)
+        else:
+            yield path
+
+
+def _print_result(result: FileResult, top_k: int, as_json: bool) -> None:
+    if result.error is not None:
+        if as_json:
+            typer.echo(json.dumps({"file": result.file, "error": result.error.problem}))
+        typer.echo(f"error: {result.error}", err=True)
+        return
+    prediction = result.prediction
+    assert prediction is not None
+    if as_json:
+        typer.echo(json.dumps(prediction.to_dict()))
+        return
+    ranked = " | ".join(f"{label} ({p:.2f})" for label, p in prediction.top_k(top_k))
+    typer.echo(f"Image: {Path(result.file).name} | Predicted: {ranked}")
+
+
+@contextmanager
+def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[FileResult], None]]:
+    """Yield a function writing one result per CSV row; a no-op without a path."""
+    if path is None:
+        yield lambda result: None
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"])
+
+        def write_row(result: FileResult) -> None:
+            if result.prediction is None:
+                error = result.error.problem if result.error else ""
+                writer.writerow([result.file, "", "", *[""] * len(labels), error])
+                return
+            p = result.prediction
+            probabilities = [f"{p.probabilities[label]:.6f}" for label in labels]
+            writer.writerow([result.file, p.label, f"{p.score:.6f}", *probabilities, ""])
+
+        yield write_row
+
+
+if __name__ == "__main__":
+    main()

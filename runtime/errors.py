@@ -1,0 +1,33 @@
+"""The toolkit's error types: every failure a user can cause is one of these, with a one-line message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RetrainOnnxError(Exception):
+    """Base class of every error this toolkit raises on bad input."""
+
+
+class ImageError(RetrainOnnxError):
+    """An image could not be read or decoded. The message names the source and the problem."""
+
+    def __init__(self, source: str | Path, problem: str) -> None:
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class ModelError(RetrainOnnxError):
+    """A model file is missing, unreadable, or not an ONNX model exported by this toolkit."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line error reports."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

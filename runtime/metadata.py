@@ -1,0 +1,90 @@
+"""The metadata an exported model carries in its ONNX `metadata_props`, and its (de)serialisation.
+
+Every value is a string so any ONNX client can read it; lists and dicts are JSON. `train` writes it,
+`runtime` reads it: this module is the schema both sides share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import ModelError
+
+#: Marks a model as exported by this toolkit; bumped when the schema changes incompatibly.
+FORMAT_KEY = "retrain_onnx_format"
+FORMAT_VERSION = "1"
+
+INPUT_NAME = "image"
+PROBABILITIES_OUTPUT = "probabilities"
+LABEL_INDEX_OUTPUT = "label_index"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the runtime needs to use a model, read from and written to the ONNX file itself."""
+
+    labels: list[str]
+    input_height: int
+    input_width: int
+    resize_method: str
+    backbone: str
+    weights: str
+    preprocessing: str
+    toolkit_version: str
+    trained_at: str
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the images the model takes."""
+        return self.input_height, self.input_width
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata as ONNX `metadata_props` key/value strings."""
+        return {
+            FORMAT_KEY: FORMAT_VERSION,
+            "labels": json.dumps(self.labels),
+            "input_height": str(self.input_height),
+            "input_width": str(self.input_width),
+            "input_name": INPUT_NAME,
+            "input_format": "uint8 NHWC RGB",
+            "outputs": json.dumps([PROBABILITIES_OUTPUT, LABEL_INDEX_OUTPUT]),
+            "resize_method": self.resize_method,
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "preprocessing": self.preprocessing,
+            "toolkit_version": self.toolkit_version,
+            "trained_at": self.trained_at,
+            "test_metrics": json.dumps(self.test_metrics),
+        }
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], path: str) -> "ModelMetadata":
+        """Parse `metadata_props`; raise `ModelError` naming `path` when they are not this toolkit's."""
+        if props.get(FORMAT_KEY) is None:
+            raise ModelError(path, "ONNX model has no retrain-onnx metadata; export it with train-model")
+        if props[FORMAT_KEY] != FORMAT_VERSION:
+            raise ModelError(path, f"metadata format {props[FORMAT_KEY]!r} is not supported (expected {FORMAT_VERSION})")
+        try:
+            labels = json.loads(props["labels"])
+            metadata = cls(
+                labels=[str(label) for label in labels],
+                input_height=int(props["input_height"]),
+                input_width=int(props["input_width"]),
+                resize_method=props["resize_method"],
+                backbone=props["backbone"],
+                weights=props["weights"],
+                preprocessing=props["preprocessing"],
+                toolkit_version=props["toolkit_version"],
+                trained_at=props["trained_at"],
+                test_metrics=json.loads(props.get("test_metrics", "{}")),
+            )
+        except KeyError as error:
+            raise ModelError(path, f"model metadata lacks the key {error.args[0]!r}") from error
+        except (ValueError, TypeError) as error:
+            raise ModelError(path, f"model metadata is malformed ({error})") from error
+        if not metadata.labels:
+            raise ModelError(path, "model metadata lists no labels")
+        return metadata

@@ -1,0 +1,91 @@
+"""Loading an exported ONNX model: open the session, choose execution providers, validate metadata."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import onnxruntime as ort
+
+from runtime.errors import ModelError, first_line
+from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+Providers = Union[str, Sequence[str]]
+
+
+def choose_providers(providers: Providers = "auto") -> list[str]:
+    """Turn "auto", "cpu", "cuda" or an explicit provider list into the list onnxruntime takes.
+
+    "auto" takes CUDA when this onnxruntime build offers it, else the CPU. "cuda" on a build without
+    CUDA falls back to the CPU with a warning.
+    """
+    available = ort.get_available_providers()
+    if not isinstance(providers, str):
+        return list(providers)
+    choice = providers.lower()
+    if choice == "cpu":
+        return [CPU]
+    if choice in ("auto", "cuda"):
+        if CUDA in available:
+            return [CUDA, CPU]
+        if choice == "cuda":
+            log.warning("CUDA was requested but this onnxruntime build has no CUDA provider; using the CPU")
+        return [CPU]
+    raise ValueError(f"unknown providers {providers!r}: use auto, cpu, cuda or a list of onnxruntime providers")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An onnxruntime session with the toolkit metadata of its model."""
+
+    path: Path
+    session: ort.InferenceSession
+    metadata: ModelMetadata
+
+    @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime actually uses first."""
+        return self.session.get_providers()[0]
+
+
+def load_model(path: str | Path, providers: Providers = "auto") -> LoadedModel:
+    """Open `path` as an exported classifier; raise `ModelError` with a one-line reason otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(path, "model file not found")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=choose_providers(providers))
+    except Exception as error:  # onnxruntime raises its own non-exported exception types
+        raise ModelError(path, f"not a loadable ONNX model ({first_line(error)})") from error
+    metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+    _check_signature(session, metadata, path)
+    return LoadedModel(path=path, session=session, metadata=metadata)
+
+
+def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise ModelError(path, f"model must have one input named {INPUT_NAME!r}")
+    if inputs[0].type != "tensor(uint8)":
+        raise ModelError(path, f"model input must be uint8, found {inputs[0].type}")
+    shape = inputs[0].shape
+    if len(shape) != 4 or list(shape[1:]) != [metadata.input_height, metadata.input_width, 3]:
+        raise ModelError(
+            path,
+            f"model input shape {shape} disagrees with its metadata size "
+            f"{metadata.input_height}x{metadata.input_width}x3",
+        )
+    outputs = {output.name for output in session.get_outputs()}
+    missing = {PROBABILITIES_OUTPUT, LABEL_INDEX_OUTPUT} - outputs
+    if missing:
+        raise ModelError(path, f"model lacks the output(s) {sorted(missing)}")

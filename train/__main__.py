@@ -1,0 +1,5 @@
+"""`python -m train` is `train-model`."""
+
+from train.cli import main
+
+main()

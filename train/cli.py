@@ -1,0 +1,86 @@
+"""`train-model`: train a classifier on a labelled image folder and export it as one ONNX file."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported below
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from runtime.errors import RetrainOnnxError
+from train.backbones import REGISTRY
+from train.data import LabelSource
+from train.head import HeadConfig
+from train.pipeline import TrainConfig, run
+
+EXIT_ERROR = 2
+
+app = typer.Typer(add_completion=False, help="Train an image classifier by transfer learning and export it to ONNX.")
+
+
+def _parse_split(text: str) -> tuple[float, float, float]:
+    parts = [float(part) for part in text.split(",")]
+    if len(parts) != 3:
+        raise typer.BadParameter("give three numbers: train,validation,test (e.g. 70,15,15)")
+    total = sum(parts)
+    return parts[0] / total, parts[1] / total, parts[2] / total
+
+
+@app.command()
+def train_model(
+    data_dir: Path = typer.Argument(..., help="Folder of images, one sub-folder per class (or see --labels-from)."),
+    export: Path = typer.Option(Path("model.onnx"), "--export", help="Where to write the ONNX model."),
+    arch: str = typer.Option("resnet_v2_101", "--arch", help=f"Backbone: {', '.join(REGISTRY)}."),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet (Keras download), none (random), or a weights file."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=32, help="Square input size; default: the backbone's."),
+    labels_from: LabelSource = typer.Option(LabelSource.folder, "--labels-from", help="Labels from sub-folder names or file-name prefixes."),
+    split: str = typer.Option("70,15,15", "--split", help="Train,validation,test proportions."),
+    group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help=r"Regex; files sharing its first group stay in one split, e.g. '^(\d+)-'."),
+    workspace: Path = typer.Option(Path(".retrain-cache"), "--workspace", help="Folder for the bottleneck cache."),
+    epochs: int = typer.Option(HeadConfig.epochs, "--epochs", min=1),
+    batch_size: int = typer.Option(HeadConfig.batch_size, "--batch-size", min=1),
+    learning_rate: float = typer.Option(HeadConfig.learning_rate, "--learning-rate", min=0.0),
+    lr_decay: float = typer.Option(HeadConfig.lr_decay, "--lr-decay", min=0.0, max=1.0, help="Learning-rate factor per epoch."),
+    patience: int = typer.Option(HeadConfig.patience, "--patience", min=1, help="Early-stopping patience in epochs."),
+    class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
+    seed: int = typer.Option(HeadConfig.seed, "--seed", help="Seed for the split, random weights and head training."),
+) -> None:
+    """Train on DATA_DIR and export one ONNX file plus MODEL.report.json."""
+    config = TrainConfig(
+        data_dir=data_dir,
+        export=export,
+        arch=arch,
+        weights=weights,
+        image_size=(image_size, image_size) if image_size else None,
+        labels_from=labels_from,
+        split=_parse_split(split),
+        group_pattern=group_pattern,
+        workspace=workspace,
+        head=HeadConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            lr_decay=lr_decay,
+            patience=patience,
+            class_weights=class_weights,
+            seed=seed,
+        ),
+    )
+    try:
+        run(config)
+    except RetrainOnnxError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

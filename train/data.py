@@ -1,0 +1,137 @@
+"""Data set discovery: find labelled images and give each a stable train/validation/test split."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from runtime.errors import RetrainOnnxError
+from runtime.imaging import find_images
+
+SPLITS = ("train", "validation", "test")
+
+
+class DatasetError(RetrainOnnxError):
+    """The data folder cannot be used for training; the message says why and what to do."""
+
+
+class LabelSource(str, Enum):
+    """Where an image's label comes from."""
+
+    folder = "folder"
+    filename = "filename"
+
+
+@dataclass(frozen=True)
+class LabeledImage:
+    """One image file with its label and split."""
+
+    path: Path
+    relative: str
+    label: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """All labelled images of a data folder, with their splits."""
+
+    root: Path
+    labels: list[str]
+    images: list[LabeledImage]
+
+    def split(self, name: str) -> list[LabeledImage]:
+        """The images of one split ("train", "validation" or "test"), in path order."""
+        return [image for image in self.images if image.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split per label."""
+        return {name: dict(Counter(image.label for image in self.split(name))) for name in SPLITS}
+
+
+def label_from_filename(name: str) -> str | None:
+    """The file name's prefix before the first non-letter ("UD-7001-12.jpg" -> "UD"), or None."""
+    match = re.match(r"[^\W\d_]+", name)
+    return match.group(0) if match else None
+
+
+def assign_split(key: str, seed: int, fractions: tuple[float, float, float]) -> str:
+    """The split of `key` for `seed`: a pure function of the key's hash, so it never moves when
+    other images are added or removed (as TF-Hub's retrain.py does)."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    train, validation, _ = fractions
+    if position < train:
+        return "train"
+    if position < train + validation:
+        return "validation"
+    return "test"
+
+
+def load_dataset(
+    root: str | Path,
+    labels_from: LabelSource = LabelSource.folder,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    group_pattern: str | None = None,
+) -> Dataset:
+    """Find every supported image under `root`, label it and assign its split.
+
+    Labels are the first-level sub-folder names (`folder`) or file-name prefixes (`filename`). The split
+    hashes each file's path relative to `root`, or, with `group_pattern`, the pattern's first captured
+    group in the file name (all crops of one photo land in one split). Each class is split on its own,
+    so the split is stratified by class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found")
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise DatasetError(f"split fractions {fractions} must be non-negative and sum to 1")
+    pattern = re.compile(group_pattern) if group_pattern else None
+    images = []
+    for path in find_images(root):
+        relative = path.relative_to(root).as_posix()
+        label = _label_of(relative, labels_from)
+        if label is None:
+            continue
+        key = _group_key(path.name, relative, pattern)
+        images.append(LabeledImage(path=path, relative=relative, label=label, split=assign_split(key, seed, fractions)))
+    labels = sorted({image.label for image in images})
+    if not images:
+        raise DatasetError(f"{root}: no images found (supported endings: .jpg .jpeg .png .bmp .webp)")
+    if len(labels) < 2:
+        where = "sub-folders" if labels_from is LabelSource.folder else "file-name prefixes"
+        raise DatasetError(f"{root}: found only the class {labels} ; need at least two classes as {where}")
+    dataset = Dataset(root=root, labels=labels, images=images)
+    _check_each_class_trains(dataset)
+    return dataset
+
+
+def _label_of(relative: str, labels_from: LabelSource) -> str | None:
+    parts = relative.split("/")
+    if labels_from is LabelSource.folder:
+        return parts[0] if len(parts) > 1 else None
+    return label_from_filename(parts[-1])
+
+
+def _group_key(name: str, relative: str, pattern: re.Pattern[str] | None) -> str:
+    if pattern is None:
+        return relative
+    match = pattern.search(name)
+    if match is None:
+        return relative
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def _check_each_class_trains(dataset: Dataset) -> None:
+    training = dataset.counts()["train"]
+    missing = [label for label in dataset.labels if not training.get(label)]
+    if missing:
+        raise DatasetError(
+            f"{dataset.root}: class(es) {', '.join(missing)} have no training image after the split; "
+            "add images or change --seed"
+        )

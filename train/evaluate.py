@@ -1,0 +1,66 @@
+"""Evaluation on a held-out split: metrics, a printed table and a JSON report."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from sklearn import metrics
+
+
+def evaluate(
+    probabilities: np.ndarray, true_indices: np.ndarray, labels: Sequence[str], files: Sequence[str]
+) -> dict[str, object]:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, log-loss, confusion matrix,
+    misclassified files and every prediction, as a JSON-ready dict."""
+    predicted = probabilities.argmax(axis=1)
+    indices = list(range(len(labels)))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        true_indices, predicted, labels=indices, zero_division=0
+    )
+    return {
+        "images": int(len(true_indices)),
+        "accuracy": float(metrics.accuracy_score(true_indices, predicted)),
+        "balanced_accuracy": float(metrics.balanced_accuracy_score(true_indices, predicted)),
+        "log_loss": float(metrics.log_loss(true_indices, probabilities, labels=indices)),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": list(labels),
+            "rows_actual_columns_predicted": metrics.confusion_matrix(true_indices, predicted, labels=indices).tolist(),
+        },
+        "misclassified": [
+            {"file": files[i], "actual": labels[true_indices[i]], "predicted": labels[predicted[i]], "score": float(probabilities[i, predicted[i]])}
+            for i in np.flatnonzero(predicted != true_indices)
+        ],
+        "predictions": [
+            {"file": file, "actual": labels[actual], "predicted": labels[guess], "probabilities": [float(p) for p in row]}
+            for file, actual, guess, row in zip(files, true_indices, predicted, probabilities)
+        ],
+    }
+
+
+def print_report(report: dict[str, object], console: Console, title: str = "Test split") -> None:
+    """Print the summary metrics, the per-class table and the confusion matrix."""
+    console.print(
+        f"{title}: {report['images']} images | accuracy {report['accuracy']:.4f} | "
+        f"balanced accuracy {report['balanced_accuracy']:.4f} | log-loss {report['log_loss']:.4f}"
+    )
+    per_class = Table("class", "precision", "recall", "F1", "support", title="Per class")
+    for label, row in report["per_class"].items():
+        per_class.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    console.print(per_class)
+    confusion = report["confusion_matrix"]
+    matrix = Table("actual \\ predicted", *confusion["labels"], title="Confusion matrix")
+    for label, row in zip(confusion["labels"], confusion["rows_actual_columns_predicted"]):
+        matrix.add_row(label, *map(str, row))
+    console.print(matrix)

@@ -1,0 +1,107 @@
+"""ONNX export: the fused Keras model (normalisation + backbone + head) to one checked ONNX file.
+
+The file is written to a temporary name, checked with `onnx.checker`, compared with TensorFlow on real
+images under onnxruntime, and only then renamed into place: a failed export never leaves a model behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+
+from runtime.errors import RetrainOnnxError
+from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
+
+#: ONNX opset of exported models (onnxruntime >= 1.13 runs it; tf2onnx's well-tested range).
+OPSET = 17
+#: Largest allowed difference between TensorFlow and onnxruntime probabilities on the parity images.
+PARITY_TOLERANCE = 1e-4
+
+logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+
+
+class ExportError(RetrainOnnxError):
+    """The ONNX model failed a check; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model went and how closely it matches TensorFlow."""
+
+    path: Path
+    opset: int
+    parity_images: int
+    max_abs_difference: float
+    tolerance: float
+
+
+def fuse(extractor: keras.Model, head: keras.Model) -> keras.Model:
+    """One Keras model: uint8 images -> class probabilities."""
+    image = keras.Input(extractor.input_shape[1:], dtype="uint8", name=INPUT_NAME)
+    return keras.Model(image, head(extractor(image)), name="classifier")
+
+
+def export_onnx(
+    model: keras.Model,
+    metadata: ModelMetadata,
+    path: str | Path,
+    parity_pixels: np.ndarray,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
+    """Convert `model` to ONNX with `metadata` inside, verify it, and write it atomically to `path`.
+
+    Raises `ExportError` when the checker fails or onnxruntime and TensorFlow disagree on
+    `parity_pixels` (uint8 NHWC) by more than `tolerance` or on any predicted label.
+    """
+    path = Path(path)
+    proto = _convert(model, metadata.input_size)
+    for key, value in metadata.to_props().items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    proto.doc_string = f"retrain-onnx classifier: {metadata.backbone} + softmax head, labels {metadata.labels}"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"{path}: exported graph fails onnx.checker ({error})") from error
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        handle.write(proto.SerializeToString())
+    try:
+        difference = _check_parity(model, Path(handle.name), parity_pixels, tolerance, path)
+        os.replace(handle.name, path)
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    return ExportResult(path, OPSET, len(parity_pixels), difference, tolerance)
+
+
+def _convert(model: keras.Model, input_size: tuple[int, int]) -> onnx.ModelProto:
+    signature = [tf.TensorSpec([None, *input_size, 3], tf.uint8, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = model(images, training=False)
+        return {PROBABILITIES_OUTPUT: probabilities, LABEL_INDEX_OUTPUT: tf.argmax(probabilities, axis=-1)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
+    return proto
+
+
+def _check_parity(model: keras.Model, onnx_path: Path, pixels: np.ndarray, tolerance: float, target: Path) -> float:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_probabilities, onnx_labels = session.run([PROBABILITIES_OUTPUT, LABEL_INDEX_OUTPUT], {INPUT_NAME: pixels})
+    tf_probabilities = np.asarray(model(pixels, training=False))
+    difference = float(np.abs(onnx_probabilities - tf_probabilities).max())
+    if difference > tolerance:
+        raise ExportError(f"{target}: onnxruntime and TensorFlow differ by {difference:.2e} > {tolerance:.0e}; not written")
+    if not np.array_equal(onnx_labels, tf_probabilities.argmax(axis=1)):
+        raise ExportError(f"{target}: onnxruntime and TensorFlow predict different labels; not written")
+    return difference
