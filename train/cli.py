@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported below
+if importlib.util.find_spec("tensorflow") is None:
+    sys.exit("error: train-model needs TensorFlow; install the train extra: pip install 'retrain-onnx[train]'")
 
 from pathlib import Path
 from typing import Optional

@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` (set up, train on assets/, classify) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/train-model assets --arch mobilenet_v2 --weights none --export model.onnx
+	$(BIN)/classify model.onnx assets/CD/7001-115.jpg assets/UD/7001-1.jpg
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .retrain-cache model.onnx model.report.json build *.egg-info

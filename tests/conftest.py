@@ -1,0 +1,100 @@
+"""Shared fixtures: real images from the bundled sample and small real models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+COLOR_LABELS = ["blue", "green", "red"]
+COLOR_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    """The bundled SDNET2018 sample (CD/ and UD/)."""
+    return ASSETS
+
+
+@pytest.fixture()
+def small_dataset(tmp_path: Path) -> Path:
+    """A copy of 20 real images per class from the bundled sample."""
+    for label in ("CD", "UD"):
+        (tmp_path / label).mkdir()
+        for path in sorted((ASSETS / label).glob("*.jpg"))[:20]:
+            shutil.copy(path, tmp_path / label / path.name)
+    return tmp_path
+
+
+def solid_image(path: Path, color: tuple[int, int, int], size: int = 48) -> Path:
+    """Write a JPEG of one colour with a little noise."""
+    rng = np.random.default_rng(abs(hash((path.name, color))) % 2**32)
+    pixels = np.clip(np.array(color)[None, None, :] + rng.integers(-10, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=95)
+    return path
+
+
+@pytest.fixture(scope="session")
+def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX model with this toolkit's metadata that tells red, green and blue images apart.
+
+    Built with onnx.helper (no TensorFlow): mean colour -> linear layer -> softmax, argmax.
+    """
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from runtime.metadata import ModelMetadata
+
+    # Mean RGB in [0, 255] -> logits favouring the dominant channel, in label order blue, green, red.
+    weights = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float32) * 0.1
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["mean", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("ArgMax", ["probabilities"], ["label_index"], axis=-1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "color",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", COLOR_SIZE, COLOR_SIZE, 3])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("label_index", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=[
+            helper.make_tensor("weights", TensorProto.FLOAT, [3, 3], weights.T.flatten().tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    metadata = ModelMetadata(
+        labels=COLOR_LABELS,
+        input_height=COLOR_SIZE,
+        input_width=COLOR_SIZE,
+        resize_method="pillow-bilinear",
+        backbone="mean-colour",
+        weights="fixed",
+        preprocessing="none",
+        toolkit_version="test",
+        trained_at="2026-01-01T00:00:00+00:00",
+        test_metrics={"accuracy": 1.0},
+    )
+    for key, value in metadata.to_props().items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path_factory.mktemp("color") / "color.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture()
+def color_images(tmp_path: Path) -> dict[str, Path]:
+    """One real JPEG per colour label."""
+    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
+    return {label: solid_image(tmp_path / f"{label}.jpg", rgb) for label, rgb in colors.items()}

@@ -1,0 +1,70 @@
+"""train.backbones and train.cache with real Keras models and real features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from train.backbones import REGISTRY, BackboneError, get_backbone  # noqa: E402
+from train.cache import BottleneckCache  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_backbone_builds_a_uint8_feature_extractor(name: str) -> None:
+    size = 75 if name == "inception_v3" else 32
+    backbone = get_backbone(name, "none", (size, size))
+    extractor = backbone.build_extractor()
+    pixels = np.random.default_rng(0).integers(0, 255, (2, size, size, 3), dtype=np.uint8)
+    features = np.asarray(extractor(pixels))
+    assert features.shape == (2, REGISTRY[name].feature_dim)
+    assert np.isfinite(features).all()
+
+
+def test_random_weights_are_reproducible_by_seed() -> None:
+    pixels = np.random.default_rng(1).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    first = np.asarray(get_backbone("mobilenet_v2", "none", (32, 32), seed=5).build_extractor()(pixels))
+    again = np.asarray(get_backbone("mobilenet_v2", "none", (32, 32), seed=5).build_extractor()(pixels))
+    np.testing.assert_array_equal(first, again)
+
+
+def test_fingerprint_changes_with_what_changes_features(tmp_path: Path) -> None:
+    base = get_backbone("mobilenet_v2", "none", (32, 32), seed=0)
+    assert base.fingerprint() == get_backbone("mobilenet_v2", "none", (32, 32), seed=0).fingerprint()
+    assert base.fingerprint() != get_backbone("mobilenet_v2", "none", (64, 64), seed=0).fingerprint()
+    assert base.fingerprint() != get_backbone("mobilenet_v2", "none", (32, 32), seed=1).fingerprint()
+    assert base.fingerprint() != get_backbone("resnet_v2_50", "none", (32, 32), seed=0).fingerprint()
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"pretend weights")
+    assert get_backbone("mobilenet_v2", str(weights)).weights_identity.startswith("file:sha256=")
+
+
+def test_registry_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(BackboneError, match="choose one of"):
+        get_backbone("vgg99")
+    with pytest.raises(BackboneError, match="weights file not found"):
+        get_backbone("mobilenet_v2", str(tmp_path / "absent.h5"))
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"not hdf5")
+    with pytest.raises(BackboneError, match="cannot load"):
+        get_backbone("mobilenet_v2", str(broken), (32, 32)).build_extractor()
+
+
+def test_cache_round_trip_and_damaged_entries(tmp_path: Path) -> None:
+    backbone = get_backbone("mobilenet_v2", "none", (32, 32))
+    cache = BottleneckCache(tmp_path, backbone)
+    features = np.arange(1280, dtype=np.float32)
+    key = "ab" * 32
+    assert cache.get(key) is None
+    cache.put(key, features)
+    np.testing.assert_array_equal(cache.get(key), features)
+    assert (cache.directory / "backbone.json").exists()
+    assert not list(cache.directory.rglob("*.tmp"))
+    cache.path_for(key).write_bytes(b"garbage")
+    assert cache.get(key) is None
+    assert not cache.path_for(key).exists()
+    cache.put(key, np.zeros(7, dtype=np.float32))  # wrong length, e.g. from another backbone
+    assert cache.get(key) is None

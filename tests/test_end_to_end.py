@@ -1,0 +1,78 @@
+"""End to end: train-model on the bundled sample, export, reload in the runtime, classify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from runtime import Classifier  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace),
+        "--arch", "mobilenet_v2", "--weights", "none", "--epochs", "5", *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "crack.onnx"
+    first = train(assets_dir, tmp_path / "cache", model)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Phase: Training, Dataset used: Validation, Epoch: 1, Accuracy:" in first.stdout
+    assert "Classifying single image" in first.stdout and "Actual Value: " in first.stdout
+    report = json.loads((tmp_path / "crack.report.json").read_text())
+    assert report["bottlenecks"] == {**report["bottlenecks"], "computed": 400, "reused": 0}
+    test = report["test"]
+    assert test["images"] == sum(report["split_counts"]["test"].values()) > 30
+    for key in ("accuracy", "balanced_accuracy", "log_loss", "per_class", "confusion_matrix", "misclassified"):
+        assert key in test
+    assert report["export"]["max_abs_difference"] <= 1e-4
+
+    classifier = Classifier(model)
+    assert classifier.labels == ["CD", "UD"] and classifier.input_size == (224, 224)
+    assert classifier.metadata.test_metrics["accuracy"] == test["accuracy"]
+    expected = test["predictions"]
+    predictions = classifier.predict_batch([assets_dir / row["file"] for row in expected], batch_size=16)
+    assert [p.label for p in predictions] == [row["predicted"] for row in expected]
+    np.testing.assert_allclose(
+        [[p.probabilities[label] for label in classifier.labels] for p in predictions],
+        [row["probabilities"] for row in expected],
+        atol=1e-4,
+    )
+
+    cli = subprocess.run([sys.executable, "-m", "runtime", str(model), str(assets_dir / expected[0]["file"])], capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.startswith(f"Image: {Path(expected[0]['file']).name} | Predicted: ")
+
+    second = train(assets_dir, tmp_path / "cache", tmp_path / "again.onnx")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "all 400 found in cache, nothing computed" in second.stdout
+    again = json.loads((tmp_path / "again.report.json").read_text())
+    assert again["bottlenecks"]["computed"] == 0 and again["test"]["accuracy"] == test["accuracy"]
+
+
+def test_unreadable_images_are_listed_and_skipped(small_dataset: Path, tmp_path: Path) -> None:
+    (small_dataset / "CD" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (small_dataset / "UD" / "empty.png").write_bytes(b"")
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--image-size", "64", "--split", "50,25,25")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "broken.jpg" in done.stdout and "empty.png" in done.stdout
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert len(report["skipped_images"]) == 2
+    assert report["bottlenecks"]["computed"] == 40
+
+
+def test_bad_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = train(tmp_path / "missing", tmp_path / "cache", tmp_path / "m.onnx")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and "missing" in done.stderr

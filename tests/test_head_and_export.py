@@ -1,0 +1,102 @@
+"""train.head, train.evaluate and train.export with real Keras models and real onnxruntime sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import onnx  # noqa: E402
+
+from runtime import Classifier  # noqa: E402
+from runtime.imaging import load_for_model  # noqa: E402
+from runtime.metadata import ModelMetadata  # noqa: E402
+from train.backbones import get_backbone  # noqa: E402
+from train.evaluate import evaluate  # noqa: E402
+from train.export import ExportError, export_onnx, fuse  # noqa: E402
+from train.head import HeadConfig, balanced_class_weights, build_head, train_head  # noqa: E402
+
+
+def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    centres = np.eye(3, 16) * 4
+    return (centres[labels] + rng.normal(size=(n, 16))).astype(np.float32), labels
+
+
+def test_head_learns_separable_features_and_prints_phase_lines() -> None:
+    lines: list[str] = []
+    result = train_head(blobs(300, 0), blobs(60, 1), 3, HeadConfig(epochs=30, learning_rate=0.01), report=lines.append)
+    test_x, test_y = blobs(100, 2)
+    report = evaluate(np.asarray(result.model(test_x)), test_y, ["a", "b", "c"], [f"{i}.jpg" for i in range(100)])
+    assert report["accuracy"] > 0.95
+    assert lines[0].startswith("Phase: Training, Dataset used: Training, Epoch: 1, Accuracy: ")
+    assert any("Dataset used: Validation" in line and "Cross-Entropy: " in line for line in lines)
+    assert 1 <= result.best_epoch <= len(result.history["loss"])
+
+
+def test_class_weights_balance_rare_classes() -> None:
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights[1] == pytest.approx(3 * weights[0])
+
+
+def test_evaluate_reports_every_metric() -> None:
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    report = evaluate(probabilities, np.array([0, 1, 1, 1]), ["CD", "UD"], ["a", "b", "c", "d"])
+    assert report["accuracy"] == 0.75
+    assert report["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert report["confusion_matrix"]["rows_actual_columns_predicted"] == [[1, 0], [1, 2]]
+    assert report["misclassified"] == [{"file": "c", "actual": "UD", "predicted": "CD", "score": 0.6}]
+    assert report["per_class"]["UD"]["recall"] == pytest.approx(2 / 3)
+    assert report["log_loss"] > 0
+
+
+@pytest.fixture(scope="module")
+def small_classifier():
+    backbone = get_backbone("mobilenet_v2", "none", (64, 64), seed=0)
+    extractor = backbone.build_extractor()
+    head = build_head(backbone.spec.feature_dim, 2, 0.0)
+    return backbone, fuse(extractor, head)
+
+
+def metadata_for(backbone) -> ModelMetadata:
+    return ModelMetadata(
+        labels=["CD", "UD"], input_height=64, input_width=64, resize_method="pillow-bilinear",
+        backbone=backbone.spec.name, weights=backbone.weights_identity, preprocessing=backbone.spec.preprocessing.name,
+        toolkit_version="test", trained_at="2026-01-01T00:00:00+00:00", test_metrics={"accuracy": 0.5},
+    )
+
+
+def real_pixels(assets_dir: Path, size: int) -> np.ndarray:
+    paths = sorted((assets_dir / "CD").glob("*.jpg"))[:3] + sorted((assets_dir / "UD").glob("*.jpg"))[:3]
+    return np.stack([load_for_model(path, (size, size)) for path in paths])
+
+
+def test_export_writes_one_checked_model_with_metadata(small_classifier, assets_dir: Path, tmp_path: Path) -> None:
+    backbone, model = small_classifier
+    pixels = real_pixels(assets_dir, 64)
+    result = export_onnx(model, metadata_for(backbone), tmp_path / "m.onnx", pixels)
+    assert result.max_abs_difference <= 1e-4 and result.parity_images == 6
+    proto = onnx.load(result.path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 17
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert {o.name for o in proto.graph.output} == {"probabilities", "label_index"}
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["labels"] == '["CD", "UD"]' and props["backbone"] == "mobilenet_v2"
+    classifier = Classifier(result.path)
+    onnx_probabilities = [list(p.probabilities.values()) for p in classifier.predict_pixels(np.concatenate([pixels] * 6))]
+    assert len(onnx_probabilities) == 36  # dynamic batch dimension
+    np.testing.assert_allclose(onnx_probabilities[:6], np.asarray(model(pixels)), atol=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_failed_parity_writes_nothing(small_classifier, assets_dir: Path, tmp_path: Path) -> None:
+    backbone, model = small_classifier
+    with pytest.raises(ExportError, match="not written"):
+        export_onnx(model, metadata_for(backbone), tmp_path / "m.onnx", real_pixels(assets_dir, 64), tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []

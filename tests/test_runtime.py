@@ -1,0 +1,130 @@
+"""runtime.Classifier and runtime.metadata on a real ONNX model through a real onnxruntime session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime import Classifier, ImageError, ModelError
+from runtime.metadata import ModelMetadata
+from runtime.model import CPU, choose_providers
+
+from conftest import COLOR_LABELS, COLOR_SIZE
+
+
+def test_metadata_round_trip(color_model: Path) -> None:
+    classifier = Classifier(color_model)
+    metadata = classifier.metadata
+    assert ModelMetadata.from_props(metadata.to_props(), "x") == metadata
+    assert classifier.labels == COLOR_LABELS
+    assert classifier.input_size == (COLOR_SIZE, COLOR_SIZE)
+    assert classifier.provider == CPU
+
+
+def test_predicts_each_source_kind(color_model: Path, color_images: dict[str, Path]) -> None:
+    classifier = Classifier(color_model, providers="cpu")
+    for label, path in color_images.items():
+        by_path = classifier.predict(path)
+        assert by_path.label == label
+        assert by_path.score == pytest.approx(max(by_path.probabilities.values()))
+        assert sum(by_path.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        for other in (path.read_bytes(), Image.open(path), np.asarray(Image.open(path))):
+            assert classifier.predict(other).probabilities == pytest.approx(by_path.probabilities, abs=1e-6)
+
+
+def test_predict_batch_matches_single_predictions(color_model: Path, color_images: dict[str, Path]) -> None:
+    classifier = Classifier(color_model)
+    paths = list(color_images.values()) * 3
+    batch = classifier.predict_batch(paths, batch_size=4)
+    assert [p.label for p in batch] == [classifier.predict(path).label for path in paths]
+    assert batch[0].top_k(2)[0] == (batch[0].label, batch[0].score)
+
+
+def test_predict_batch_raises_on_a_bad_image(color_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    with pytest.raises(ImageError, match="bad.jpg"):
+        Classifier(color_model).predict_batch([bad])
+
+
+def test_classify_files_reports_bad_files_and_keeps_going(
+    color_model: Path, color_images: dict[str, Path], tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff")
+    paths = [color_images["red"], bad, color_images["blue"]]
+    results = list(Classifier(color_model).classify_files(paths, batch_size=2))
+    assert [r.file for r in results] == [str(p) for p in paths]
+    assert results[0].prediction.label == "red" and results[2].prediction.label == "blue"
+    assert results[1].prediction is None and "broken.jpg" in str(results[1].error)
+
+
+def test_threads_give_the_same_results(color_model: Path, color_images: dict[str, Path]) -> None:
+    classifier = Classifier(color_model)
+    expected = {label: classifier.predict(path).probabilities for label, path in color_images.items()}
+    seen: list[bool] = []
+
+    def work() -> None:
+        for label, path in color_images.items():
+            seen.append(classifier.predict(path).probabilities == expected[label])
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 24 and all(seen)
+
+
+def test_missing_and_foreign_models_raise_model_error(tmp_path: Path, color_model: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        Classifier(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        Classifier(junk)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(color_model.read_bytes()[:200])
+    with pytest.raises(ModelError):
+        Classifier(truncated)
+
+
+def test_model_without_toolkit_metadata_is_refused(tmp_path: Path, color_model: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(color_model)
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, foreign)
+    with pytest.raises(ModelError, match="no retrain-onnx metadata"):
+        Classifier(foreign)
+
+
+def test_model_whose_size_disagrees_with_metadata_is_refused(tmp_path: Path, color_model: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(color_model)
+    for entry in model.metadata_props:
+        if entry.key == "input_height":
+            entry.value = "64"
+    wrong = tmp_path / "wrong.onnx"
+    onnx.save(model, wrong)
+    with pytest.raises(ModelError, match="disagrees with its metadata"):
+        Classifier(wrong)
+
+
+def test_provider_choice() -> None:
+    assert choose_providers("cpu") == [CPU]
+    assert choose_providers("auto")[-1] == CPU
+    assert choose_providers("cuda")[-1] == CPU  # falls back with a warning where CUDA is absent
+    with pytest.raises(ValueError):
+        choose_providers("tpu")
+
+
+def test_importing_runtime_never_imports_tensorflow() -> None:
+    code = "import runtime, runtime.cli, sys; assert 'tensorflow' not in sys.modules and 'train' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
