@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from train.atomic import write_atomically
 from train.backbones import Backbone
 
 
@@ -27,7 +26,7 @@ class BottleneckCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         description = self.directory / "backbone.json"
         if not description.exists():
-            _atomic_write(description, json.dumps(backbone.describe(), indent=2).encode("utf-8"))
+            write_atomically(description, json.dumps(backbone.describe(), indent=2).encode("utf-8"))
 
     def path_for(self, content_hash: str) -> Path:
         """Where the features of an image with this content hash live."""
@@ -50,13 +49,7 @@ class BottleneckCache:
     def put(self, content_hash: str, features: np.ndarray) -> None:
         """Store features atomically (temporary file, then rename)."""
         path = self.path_for(content_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(features, dtype=np.float32))
-        _atomic_write(path, buffer.getvalue())
+        write_atomically(path, buffer.getvalue())
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(data)
-    os.replace(handle.name, path)

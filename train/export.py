@@ -7,8 +7,6 @@ images under onnxruntime, and only then renamed into place: a failed export neve
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import tf2onnx
 
 from runtime.errors import RetrainOnnxError
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
+from train.atomic import atomic_output
 
 #: ONNX opset of exported models (onnxruntime >= 1.13 runs it; tf2onnx's well-tested range).
 OPSET = 17
@@ -72,14 +71,9 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path}: exported graph fails onnx.checker ({error})") from error
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        handle.write(proto.SerializeToString())
-    try:
-        difference = _check_parity(model, Path(handle.name), parity_pixels, tolerance, path)
-        os.replace(handle.name, path)
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(proto.SerializeToString())
+        difference = _check_parity(model, temporary, parity_pixels, tolerance, path)
     return ExportResult(path, OPSET, len(parity_pixels), difference, tolerance)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import ModelMetadata
+from train.atomic import write_atomically
 from train.backbones import get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
@@ -130,7 +131,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "seconds": round(time.perf_counter() - started, 2),
     }
     report_path = report_path_for(exported.path)
-    report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     console.print(f"Report: {report_path}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)

@@ -1,0 +1,36 @@
+"""Atomic file output: write to a temporary file beside the target, rename into place on success."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; when the block succeeds it is renamed to `path`.
+
+    If the block raises, the temporary file is removed and `path` is left as it was, so readers never
+    see a half-written file. The file gets the usual permissions (0666 less the umask).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        temporary.chmod(0o666 & ~umask)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through `atomic_output`."""
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)
