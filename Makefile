@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/train-model assets --arch mobilenet_v2 --weights none --export model.onnx
+	$(BIN)/train-model assets --export model.onnx
 	$(BIN)/classify model.onnx assets/CD/7001-115.jpg assets/UD/7001-1.jpg
 
 test: $(STAMP)

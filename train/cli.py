@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from runtime.errors import RetrainOnnxError
-from train.backbones import REGISTRY
+from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
 from train.head import HeadConfig
 from train.pipeline import TrainConfig, run
@@ -38,8 +38,12 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 def train_model(
     data_dir: Path = typer.Argument(..., help="Folder of images, one sub-folder per class (or see --labels-from)."),
     export: Path = typer.Option(Path("model.onnx"), "--export", help="Where to write the ONNX model."),
-    arch: str = typer.Option("resnet_v2_101", "--arch", help=f"Backbone: {', '.join(REGISTRY)}."),
-    weights: str = typer.Option("imagenet", "--weights", help="imagenet (Keras download), none (random), or a weights file."),
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch", help=f"Backbone: {', '.join(REGISTRY)}."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights",
+        help=f"bundled (offline ImageNet, for {', '.join(OFFLINE_BACKBONES)}), imagenet (Keras download), "
+        "none (random), or a weights file. Default: bundled where present, else imagenet.",
+    ),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=32, help="Square input size; default: the backbone's."),
     labels_from: LabelSource = typer.Option(LabelSource.folder, "--labels-from", help="Labels from sub-folder names or file-name prefixes."),
     split: str = typer.Option("70,15,15", "--split", help="Train,validation,test proportions."),
@@ -49,6 +53,7 @@ def train_model(
     batch_size: int = typer.Option(HeadConfig.batch_size, "--batch-size", min=1),
     learning_rate: float = typer.Option(HeadConfig.learning_rate, "--learning-rate", min=0.0),
     lr_decay: float = typer.Option(HeadConfig.lr_decay, "--lr-decay", min=0.0, max=1.0, help="Learning-rate factor per epoch."),
+    l2: float = typer.Option(HeadConfig.l2, "--l2", min=0.0, help="L2 penalty on the head's weights."),
     patience: int = typer.Option(HeadConfig.patience, "--patience", min=1, help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
     seed: int = typer.Option(HeadConfig.seed, "--seed", help="Seed for the split, random weights and head training."),
@@ -69,6 +74,7 @@ def train_model(
             batch_size=batch_size,
             learning_rate=learning_rate,
             lr_decay=lr_decay,
+            l2=l2,
             patience=patience,
             class_weights=class_weights,
             seed=seed,

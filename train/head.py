@@ -16,7 +16,8 @@ class HeadConfig:
 
     epochs: int = 50
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
+    l2: float = 0.03
     lr_decay: float = 0.95
     patience: int = 10
     class_weights: bool = True
@@ -33,11 +34,25 @@ class HeadResult:
     history: dict[str, list[float]]
 
 
-def build_head(feature_dim: int, n_classes: int, dropout: float) -> keras.Model:
-    """features (N, feature_dim) -> class probabilities (N, n_classes)."""
+def build_head(
+    feature_dim: int, n_classes: int, dropout: float, training_features: np.ndarray | None = None, l2: float = 0.0
+) -> keras.Model:
+    """features (N, feature_dim) -> class probabilities (N, n_classes).
+
+    With `training_features`, the head first standardises each feature with their mean and standard
+    deviation (constants of a Rescaling layer, exported with the model), which makes the softmax layer
+    far easier to fit.
+    """
     features = keras.Input((feature_dim,), name="features")
-    hidden = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(hidden)
+    hidden = features
+    if training_features is not None:
+        mean = training_features.mean(axis=0, dtype=np.float64)
+        std = np.maximum(training_features.std(axis=0, dtype=np.float64), 1e-6)
+        hidden = keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name="standardise")(hidden)
+    hidden = keras.layers.Dropout(dropout, name="head_dropout")(hidden)
+    probabilities = keras.layers.Dense(
+        n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name="probabilities"
+    )(hidden)
     return keras.Model(features, probabilities, name="head")
 
 
@@ -62,7 +77,7 @@ def train_head(
     """
     keras.utils.set_random_seed(config.seed)
     features, labels = train
-    model = build_head(features.shape[1], n_classes, config.dropout)
+    model = build_head(features.shape[1], n_classes, config.dropout, features, config.l2)
     steps_per_epoch = max(1, math.ceil(len(features) / config.batch_size))
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=steps_per_epoch, decay_rate=config.lr_decay

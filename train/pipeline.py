@@ -16,7 +16,7 @@ from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import ModelMetadata
 from train.atomic import write_atomically
-from train.backbones import get_backbone
+from train.backbones import DEFAULT_ARCH, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset
@@ -36,8 +36,8 @@ class TrainConfig:
 
     data_dir: Path
     export: Path = Path("model.onnx")
-    arch: str = "resnet_v2_101"
-    weights: str = "imagenet"
+    arch: str = DEFAULT_ARCH
+    weights: str | None = None
     image_size: tuple[int, int] | None = None
     labels_from: LabelSource = LabelSource.folder
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -106,7 +106,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         resize_method=RESIZE_METHOD,
         backbone=backbone.spec.name,
         weights=backbone.weights_identity,
-        preprocessing=backbone.spec.preprocessing.name,
+        preprocessing=backbone.preprocessing.name,
         toolkit_version=__version__,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},

@@ -1,0 +1,1 @@
+"""Measurements of retrain-onnx, written to `benchmarks/results/`."""

@@ -1,0 +1,137 @@
+"""Test accuracy of real training runs over several seeds, written to `accuracy.json` and `accuracy.md`.
+
+    python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--out DIR]
+
+Data sets: the bundled `assets/` sample and, when present, `../shared/data/ozgenel-crack` (skipped with a
+note otherwise). Each seed changes the split and the head's initialisation; the bottleneck cache is shared,
+so features are computed once per backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks.environment import environment
+from train.backbones import DEFAULT_ARCH
+from train.head import HeadConfig
+from train.pipeline import TrainConfig, run
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = {"sdnet2018-deck (assets/)": REPO / "assets", "ozgenel-crack": REPO.parent / "shared" / "data" / "ozgenel-crack"}
+#: (data set, metric, goal): the minimum over seeds of the default backbone must reach the goal.
+TARGETS = [
+    ("sdnet2018-deck (assets/)", "balanced_accuracy", 0.88),
+    ("ozgenel-crack", "accuracy", 0.99),
+]
+
+
+def measure(archs: list[str], seeds: list[int], workspace: Path) -> list[dict[str, object]]:
+    """One row per (data set, backbone, seed) with the test metrics of a full training run."""
+    rows = []
+    quiet = Console(file=io.StringIO())
+    with tempfile.TemporaryDirectory() as scratch:
+        for dataset, folder in DATASETS.items():
+            if not folder.is_dir():
+                print(f"skipping {dataset}: {folder} not found", file=sys.stderr)
+                continue
+            for arch in archs:
+                for seed in seeds:
+                    config = TrainConfig(
+                        data_dir=folder, export=Path(scratch) / "model.onnx", arch=arch, weights=None,
+                        workspace=workspace, head=HeadConfig(seed=seed),
+                    )
+                    result = run(config, console=quiet)
+                    test = result.report["test"]
+                    rows.append({
+                        "dataset": dataset, "arch": arch, "seed": seed, "test_images": test["images"],
+                        "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
+                        "log_loss": test["log_loss"], "seconds": result.report["seconds"],
+                    })
+                    print(f"{dataset} {arch} seed {seed}: accuracy {test['accuracy']:.4f} "
+                          f"balanced {test['balanced_accuracy']:.4f} ({result.report['seconds']} s)", file=sys.stderr)
+    return rows
+
+
+def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Mean, spread (population std), min and max per (data set, backbone) and metric."""
+    summary = []
+    for key in sorted({(row["dataset"], row["arch"]) for row in rows}):
+        group = [row for row in rows if (row["dataset"], row["arch"]) == key]
+        for metric in ("accuracy", "balanced_accuracy"):
+            values = [row[metric] for row in group]
+            summary.append({
+                "dataset": key[0], "arch": key[1], "metric": metric, "seeds": len(values),
+                "mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values), "max": max(values),
+            })
+    return summary
+
+
+def targets(summary: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The issue's targets for the default backbone, with `met` computed from the measurement."""
+    found = []
+    for dataset, metric, goal in TARGETS:
+        match = [s for s in summary if s["dataset"] == dataset and s["arch"] == DEFAULT_ARCH and s["metric"] == metric]
+        measured = match[0]["min"] if match else None
+        found.append({
+            "name": f"{dataset}: test {metric} of {DEFAULT_ARCH} (default settings), minimum over seeds",
+            "measured": measured, "goal": goal, "met": measured is not None and measured >= goal,
+        })
+    return found
+
+
+def write_markdown(path: Path, result: dict[str, object]) -> None:
+    """A readable table of the same figures as the JSON."""
+    lines = [
+        "# Test accuracy over seeds", "",
+        f"Command: `{result['command']}`  ", f"Machine: {result['environment']['cpu']}, {result['environment']['cores']} cores; "
+        f"date {result['environment']['date']}", "",
+        "| data set | backbone | metric | seeds | mean | std | min | max |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {s['dataset']} | {s['arch']} | {s['metric']} | {s['seeds']} | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} |"
+        for s in result["summary"]
+    ]
+    lines += ["", "## Targets", "", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
+    for t in result["targets"]:
+        measured = "n/a" if t["measured"] is None else f"{t['measured']:.4f}"
+        lines.append(f"| {t['name']} | {measured} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
+    lines += ["", "## Runs", "", "| data set | backbone | seed | test images | accuracy | balanced accuracy | log-loss | seconds |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {r['dataset']} | {r['arch']} | {r['seed']} | {r['test_images']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['log_loss']:.4f} | {r['seconds']} |"
+        for r in result["runs"]
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arch", action="append", help=f"backbone(s) to measure; default {DEFAULT_ARCH}")
+    parser.add_argument("--workspace", type=Path, default=REPO / ".retrain-cache")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    archs = args.arch or [DEFAULT_ARCH]
+    rows = measure(archs, args.seeds, args.workspace)
+    summary = summarise(rows)
+    result = {
+        "command": "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
+        "environment": environment(), "summary": summary, "targets": targets(summary), "runs": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_markdown(args.out / "accuracy.md", result)
+    print(f"wrote {args.out / 'accuracy.json'} and {args.out / 'accuracy.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
