@@ -18,10 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace),
-        "--arch", "mobilenet_v2", "--weights", "none", "--epochs", "5", *extra,
-    ]
+    """Run `train-model` as a user would; defaults: MobileNetV2 with its bundled ImageNet weights."""
+    command = [sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace), *extra]
     return subprocess.run(command, capture_output=True, text=True)
 
 
@@ -32,6 +30,8 @@ def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path:
     assert "Phase: Training, Dataset used: Validation, Epoch: 1, Accuracy:" in first.stdout
     assert "Classifying single image" in first.stdout and "Actual Value: " in first.stdout
     report = json.loads((tmp_path / "crack.report.json").read_text())
+    assert report["metadata"]["weights"].startswith("bundled:mobilenet_v2_imagenet.weights.h5")
+    assert report["test"]["balanced_accuracy"] >= 0.8  # real transfer learning, not chance
     assert report["bottlenecks"] == {**report["bottlenecks"], "computed": 400, "reused": 0}
     test = report["test"]
     assert test["images"] == sum(report["split_counts"]["test"].values()) > 30
@@ -64,7 +64,7 @@ def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path:
 def test_unreadable_images_are_listed_and_skipped(small_dataset: Path, tmp_path: Path) -> None:
     (small_dataset / "CD" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (small_dataset / "UD" / "empty.png").write_bytes(b"")
-    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--image-size", "64", "--split", "50,25,25")
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--weights", "none", "--image-size", "64", "--split", "50,25,25")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.jpg" in done.stdout and "empty.png" in done.stdout
     report = json.loads((tmp_path / "m.report.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -150,7 +151,11 @@ def _demo(classifier: Classifier, test_images: list[LabeledImage], console: Cons
     console.print("Classifying single image")
     _demo_lines(classifier, test_images[:1], console)
     console.print("Classifying multiple images")
-    _demo_lines(classifier, test_images[:DEMO_IMAGES], console)
+    by_label: dict[str, list[LabeledImage]] = {}
+    for image in test_images:
+        by_label.setdefault(image.label, []).append(image)
+    mixed = [image for group in itertools.zip_longest(*by_label.values()) for image in group if image is not None]
+    _demo_lines(classifier, mixed[:DEMO_IMAGES], console)
 
 
 def _demo_lines(classifier: Classifier, images: list[LabeledImage], console: Console) -> None:
