@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -125,7 +126,7 @@ class Backbone:
             return self.spec.bundled.preprocessing
         return self.spec.preprocessing
 
-    @property
+    @cached_property
     def weights_identity(self) -> str:
         """What makes these weights unique: the seed for random ones, the content hash for a file."""
         if self.weights == RANDOM_WEIGHTS:
