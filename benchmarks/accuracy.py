@@ -1,6 +1,6 @@
 """Test accuracy of real training runs over several seeds, written to `accuracy.json` and `accuracy.md`.
 
-    python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--out DIR]
+    python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--views 1 8] [--out DIR]
 
 Data sets: the bundled `assets/` sample and, when present, `../shared/data/ozgenel-crack` (skipped with a
 note otherwise). Each seed changes the split and the head's initialisation; the bottleneck cache is shared,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import statistics
 import sys
@@ -33,8 +34,8 @@ TARGETS = [
 ]
 
 
-def measure(archs: list[str], seeds: list[int], workspace: Path) -> list[dict[str, object]]:
-    """One row per (data set, backbone, seed) with the test metrics of a full training run."""
+def measure(archs: list[str], view_counts: list[int], seeds: list[int], workspace: Path) -> list[dict[str, object]]:
+    """One row per (data set, backbone, views, seed) with the test metrics of a full training run."""
     rows = []
     quiet = Console(file=io.StringIO())
     with tempfile.TemporaryDirectory() as scratch:
@@ -42,46 +43,48 @@ def measure(archs: list[str], seeds: list[int], workspace: Path) -> list[dict[st
             if not folder.is_dir():
                 print(f"skipping {dataset}: {folder} not found", file=sys.stderr)
                 continue
-            for arch in archs:
-                for seed in seeds:
-                    config = TrainConfig(
-                        data_dir=folder, export=Path(scratch) / "model.onnx", arch=arch, weights=None,
-                        workspace=workspace, head=HeadConfig(seed=seed),
-                    )
-                    result = run(config, console=quiet)
-                    test = result.report["test"]
-                    rows.append({
-                        "dataset": dataset, "arch": arch, "seed": seed, "test_images": test["images"],
-                        "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
-                        "log_loss": test["log_loss"], "seconds": result.report["seconds"],
-                    })
-                    print(f"{dataset} {arch} seed {seed}: accuracy {test['accuracy']:.4f} "
-                          f"balanced {test['balanced_accuracy']:.4f} ({result.report['seconds']} s)", file=sys.stderr)
+            for arch, views, seed in itertools.product(archs, view_counts, seeds):
+                config = TrainConfig(
+                    data_dir=folder, export=Path(scratch) / "model.onnx", arch=arch, weights=None,
+                    workspace=workspace, views=views, head=HeadConfig(seed=seed),
+                )
+                result = run(config, console=quiet)
+                test = result.report["test"]
+                rows.append({
+                    "dataset": dataset, "arch": arch, "views": views, "seed": seed, "test_images": test["images"],
+                    "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
+                    "log_loss": test["log_loss"], "seconds": result.report["seconds"],
+                })
+                print(f"{dataset} {arch} views {views} seed {seed}: accuracy {test['accuracy']:.4f} "
+                      f"balanced {test['balanced_accuracy']:.4f} ({result.report['seconds']} s)", file=sys.stderr)
     return rows
 
 
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Mean, spread (population std), min and max per (data set, backbone) and metric."""
+    """Mean, spread (population std), min and max per (data set, backbone, views) and metric."""
     summary = []
-    for key in sorted({(row["dataset"], row["arch"]) for row in rows}):
-        group = [row for row in rows if (row["dataset"], row["arch"]) == key]
+    for key in sorted({(row["dataset"], row["arch"], row["views"]) for row in rows}):
+        group = [row for row in rows if (row["dataset"], row["arch"], row["views"]) == key]
         for metric in ("accuracy", "balanced_accuracy"):
             values = [row[metric] for row in group]
             summary.append({
-                "dataset": key[0], "arch": key[1], "metric": metric, "seeds": len(values),
+                "dataset": key[0], "arch": key[1], "views": key[2], "metric": metric, "seeds": len(values),
                 "mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values), "max": max(values),
             })
     return summary
 
 
 def targets(summary: list[dict[str, object]]) -> list[dict[str, object]]:
-    """The issue's targets for the default backbone, with `met` computed from the measurement."""
+    """The issue's targets for the default settings, with `met` computed from the measurement."""
     found = []
     for dataset, metric, goal in TARGETS:
-        match = [s for s in summary if s["dataset"] == dataset and s["arch"] == DEFAULT_ARCH and s["metric"] == metric]
+        match = [
+            s for s in summary
+            if (s["dataset"], s["arch"], s["views"], s["metric"]) == (dataset, DEFAULT_ARCH, TrainConfig.views, metric)
+        ]
         measured = match[0]["min"] if match else None
         found.append({
-            "name": f"{dataset}: test {metric} of {DEFAULT_ARCH} (default settings), minimum over seeds",
+            "name": f"{dataset}: test {metric} of {DEFAULT_ARCH}, {TrainConfig.views} views (default settings), minimum over seeds",
             "measured": measured, "goal": goal, "met": measured is not None and measured >= goal,
         })
     return found
@@ -93,20 +96,20 @@ def write_markdown(path: Path, result: dict[str, object]) -> None:
         "# Test accuracy over seeds", "",
         f"Command: `{result['command']}`  ", f"Machine: {result['environment']['cpu']}, {result['environment']['cores']} cores; "
         f"date {result['environment']['date']}", "",
-        "| data set | backbone | metric | seeds | mean | std | min | max |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| data set | backbone | views | metric | seeds | mean | std | min | max |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {s['dataset']} | {s['arch']} | {s['metric']} | {s['seeds']} | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} |"
+        f"| {s['dataset']} | {s['arch']} | {s['views']} | {s['metric']} | {s['seeds']} | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} |"
         for s in result["summary"]
     ]
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
     for t in result["targets"]:
         measured = "n/a" if t["measured"] is None else f"{t['measured']:.4f}"
         lines.append(f"| {t['name']} | {measured} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "## Runs", "", "| data set | backbone | seed | test images | accuracy | balanced accuracy | log-loss | seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "## Runs", "", "| data set | backbone | views | seed | test images | accuracy | balanced accuracy | log-loss | seconds |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [
-        f"| {r['dataset']} | {r['arch']} | {r['seed']} | {r['test_images']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['log_loss']:.4f} | {r['seconds']} |"
+        f"| {r['dataset']} | {r['arch']} | {r['views']} | {r['seed']} | {r['test_images']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['log_loss']:.4f} | {r['seconds']} |"
         for r in result["runs"]
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -117,11 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arch", action="append", help=f"backbone(s) to measure; default {DEFAULT_ARCH}")
+    parser.add_argument("--views", type=int, nargs="+", default=[TrainConfig.views], help="symmetry view counts to measure")
     parser.add_argument("--workspace", type=Path, default=REPO / ".retrain-cache")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     archs = args.arch or [DEFAULT_ARCH]
-    rows = measure(archs, args.seeds, args.workspace)
+    rows = measure(archs, args.views, args.seeds, args.workspace)
     summary = summarise(rows)
     result = {
         "command": "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv),

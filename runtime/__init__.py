@@ -7,7 +7,8 @@
 
 from runtime.classifier import Classifier, FileResult, Prediction
 from runtime.errors import ImageError, ModelError, RetrainOnnxError
+from runtime.session import SessionSettings
 
 __version__ = "0.1.0"
 
-__all__ = ["Classifier", "FileResult", "ImageError", "ModelError", "Prediction", "RetrainOnnxError", "__version__"]
+__all__ = ["Classifier", "FileResult", "ImageError", "ModelError", "Prediction", "RetrainOnnxError", "SessionSettings", "__version__"]

@@ -14,6 +14,8 @@ from runtime.errors import ImageError
 from runtime.imaging import ImageSource, describe_source, load_for_model
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, ModelMetadata
 from runtime.model import Providers, load_model
+from runtime.prefetch import decode_ahead
+from runtime.session import SessionSettings
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,13 @@ class Classifier:
     """An exported retrain-onnx model, ready to classify images.
 
     `providers` is "auto" (CUDA when onnxruntime-gpu offers it, else CPU), "cpu", "cuda", or an explicit
-    list of onnxruntime provider names. Images may be paths, encoded bytes, PIL images or uint8 arrays
-    (HxW, HxWx1, HxWx3 or HxWx4); they are decoded and resized exactly as in training.
+    list of onnxruntime provider names; `settings` tunes threads and graph optimisation. Images may be
+    paths, encoded bytes, PIL images or uint8 arrays (HxW, HxWx1, HxWx3 or HxWx4); they are decoded and
+    resized exactly as in training. One Classifier may be used from several threads at once.
     """
 
-    def __init__(self, path: str | Path, providers: Providers = "auto") -> None:
-        self._model = load_model(path, providers)
+    def __init__(self, path: str | Path, providers: Providers = "auto", settings: SessionSettings | None = None) -> None:
+        self._model = load_model(path, providers, settings)
         self._labels = self._model.metadata.labels
 
     @property
@@ -101,13 +104,12 @@ class Classifier:
     def classify_files(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[FileResult]:
         """Classify files in order; a file that cannot be decoded yields a result with its error.
 
-        Decoding runs in a thread pool, so it overlaps across images.
+        Decoding runs in a thread pool, a batch ahead of inference, so the two overlap.
         """
         pending = [str(path) for path in paths]
+        chunks = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
-                decoded = list(pool.map(self._try_load, chunk))
+            for chunk, decoded in decode_ahead(pool, chunks, self._try_load):
                 good = [(name, pixels) for name, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]
                 predictions = iter(
                     self.predict_pixels(np.stack([p for _, p in good]), [n for n, _ in good]) if good else []

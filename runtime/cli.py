@@ -13,6 +13,7 @@ import typer
 from runtime.classifier import Classifier, FileResult
 from runtime.errors import ModelError
 from runtime.imaging import find_images
+from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
 EXIT_IMAGE_FAILED = 1
 EXIT_MODEL_ERROR = 2
@@ -29,10 +30,19 @@ def classify(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu or cuda."),
+    threads: int = typer.Option(0, "--threads", min=0, help="onnxruntime intra-op threads; 0 = one per core."),
+    optimization: str = typer.Option("all", "--optimization", help=f"Graph optimisation: {', '.join(OPTIMIZATION_LEVELS)}."),
+    save_optimized: Optional[Path] = typer.Option(
+        None, "--save-optimized", help="Also write the optimised graph here (loads faster on this kind of machine)."
+    ),
 ) -> None:
     """Print `Image: x.jpg | Predicted: CD (0.97)` per image; bad images go to stderr (exit code 1)."""
     try:
-        classifier = Classifier(model, providers=providers)
+        settings = SessionSettings(intra_op_threads=threads, optimization=optimization, optimized_model_path=save_optimized)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    try:
+        classifier = Classifier(model, providers=providers, settings=settings)
     except ModelError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)

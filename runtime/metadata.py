@@ -35,6 +35,8 @@ class ModelMetadata:
     toolkit_version: str
     trained_at: str
     test_metrics: dict[str, Any] = field(default_factory=dict)
+    #: Symmetry views the model averages over inside its graph (informational: the runtime does nothing).
+    views: int = 1
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -55,6 +57,7 @@ class ModelMetadata:
             "backbone": self.backbone,
             "weights": self.weights,
             "preprocessing": self.preprocessing,
+            "views": str(self.views),
             "toolkit_version": self.toolkit_version,
             "trained_at": self.trained_at,
             "test_metrics": json.dumps(self.test_metrics),
@@ -80,6 +83,7 @@ class ModelMetadata:
                 toolkit_version=props["toolkit_version"],
                 trained_at=props["trained_at"],
                 test_metrics=json.loads(props.get("test_metrics", "{}")),
+                views=int(props.get("views", "1")),
             )
         except KeyError as error:
             raise ModelError(path, f"model metadata lacks the key {error.args[0]!r}") from error

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from runtime.errors import ModelError, first_line
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
+from runtime.session import SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,12 @@ class LoadedModel:
         return self.session.get_providers()[0]
 
 
-def load_model(path: str | Path, providers: Providers = "auto") -> LoadedModel:
+def load_model(path: str | Path, providers: Providers = "auto", settings: SessionSettings | None = None) -> LoadedModel:
     """Open `path` as an exported classifier; raise `ModelError` with a one-line reason otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(path, "model file not found")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options = (settings or SessionSettings()).options()
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=choose_providers(providers))
     except Exception as error:  # onnxruntime raises its own non-exported exception types

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from runtime import Classifier  # noqa: E402
+from runtime.imaging import load_for_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path:
     model = tmp_path / "crack.onnx"
     first = train(assets_dir, tmp_path / "cache", model)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "Phase: Training, Dataset used: Validation, Epoch: 1, Accuracy:" in first.stdout
+    assert "Phase: Training, Dataset used: Validation, C: 0.0003, Accuracy:" in first.stdout
     assert "Classifying single image" in first.stdout and "Actual Value: " in first.stdout
     report = json.loads((tmp_path / "crack.report.json").read_text())
     assert report["metadata"]["weights"].startswith("bundled:mobilenet_v2_imagenet.weights.h5")
@@ -41,6 +42,11 @@ def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path:
 
     classifier = Classifier(model)
     assert classifier.labels == ["CD", "UD"] and classifier.input_size == (224, 224)
+    assert classifier.metadata.views == 8  # the default: trained on and averaging over 8 symmetry views
+    pixels = np.stack([load_for_model(assets_dir / row["file"], (224, 224)) for row in test["predictions"][:4]])
+    upright, turned = (classifier.predict_pixels(batch) for batch in (pixels, np.rot90(pixels, 1, axes=(1, 2)).copy()))
+    for a, b in zip(upright, turned):  # a crack photo turned by 90 degrees gets the same answer
+        assert a.label == b.label and abs(a.probabilities["CD"] - b.probabilities["CD"]) < 1e-4
     assert classifier.metadata.test_metrics["accuracy"] == test["accuracy"]
     expected = test["predictions"]
     predictions = classifier.predict_batch([assets_dir / row["file"] for row in expected], batch_size=16)

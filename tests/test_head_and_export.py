@@ -17,30 +17,40 @@ from runtime.metadata import ModelMetadata  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.export import ExportError, export_onnx, fuse  # noqa: E402
-from train.head import HeadConfig, balanced_class_weights, build_head, train_head  # noqa: E402
+from train.head import HeadConfig, build_head, predict_views, train_head  # noqa: E402
 
 
-def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def blobs(n: int, seed: int, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Three noisy clusters in 16 dimensions, as (n, views, 16) features with labels."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, n)
     centres = np.eye(3, 16) * 4
-    return (centres[labels] + rng.normal(size=(n, 16))).astype(np.float32), labels
+    features = centres[labels][:, None, :] + rng.normal(size=(n, views, 16))
+    return features.astype(np.float32), labels
 
 
 def test_head_learns_separable_features_and_prints_phase_lines() -> None:
     lines: list[str] = []
-    result = train_head(blobs(300, 0), blobs(60, 1), 3, HeadConfig(epochs=30, learning_rate=0.01), report=lines.append)
-    test_x, test_y = blobs(100, 2)
-    report = evaluate(np.asarray(result.model(test_x)), test_y, ["a", "b", "c"], [f"{i}.jpg" for i in range(100)])
+    result = train_head(blobs(300, 0, views=2), blobs(60, 1, views=2), 3, HeadConfig(), report=lines.append)
+    test_x, test_y = blobs(100, 2, views=2)
+    report = evaluate(predict_views(result.model, test_x), test_y, ["a", "b", "c"], [f"{i}.jpg" for i in range(100)])
     assert report["accuracy"] > 0.95
-    assert lines[0].startswith("Phase: Training, Dataset used: Training, Epoch: 1, Accuracy: ")
+    assert lines[0].startswith("Phase: Training, Dataset used: Training, C: 0.0003, Accuracy: ")
     assert any("Dataset used: Validation" in line and "Cross-Entropy: " in line for line in lines)
-    assert 1 <= result.best_epoch <= len(result.history["loss"])
+    assert result.c in HeadConfig().c_values and len(result.candidates) == len(HeadConfig().c_values)
+    best = min(result.candidates, key=lambda scores: scores["val_loss"])
+    assert best["c"] == result.c
 
 
-def test_class_weights_balance_rare_classes() -> None:
-    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 2)
-    assert weights[1] == pytest.approx(3 * weights[0])
+def test_head_fit_is_deterministic_and_matches_its_keras_model() -> None:
+    first, second = (train_head(blobs(200, 3), blobs(40, 4), 3, HeadConfig(), report=lambda line: None) for _ in range(2))
+    test_x, _ = blobs(50, 5)
+    np.testing.assert_array_equal(predict_views(first.model, test_x), predict_views(second.model, test_x))
+    binary_x, binary_y = blobs(200, 6)
+    keep = binary_y < 2  # two classes present out of three: the absent class gets ~0 probability
+    binary = train_head((binary_x[keep], binary_y[keep]), None, 3, HeadConfig(), report=lambda line: None)
+    probabilities = predict_views(binary.model, binary_x[keep])
+    assert probabilities[:, 2].max() < 1e-6 and (probabilities.argmax(axis=1) == binary_y[keep]).mean() > 0.95
 
 
 def test_evaluate_reports_every_metric() -> None:
@@ -58,7 +68,7 @@ def test_evaluate_reports_every_metric() -> None:
 def small_classifier():
     backbone = get_backbone("mobilenet_v2", "none", (64, 64), seed=0)
     extractor = backbone.build_extractor()
-    head = build_head(backbone.spec.feature_dim, 2, 0.0)
+    head = build_head(backbone.spec.feature_dim, 2)
     return backbone, fuse(extractor, head)
 
 

@@ -7,9 +7,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-import keras
 import numpy as np
 from rich.console import Console
 from rich.progress import (
@@ -25,12 +24,14 @@ from rich.text import Text
 
 from runtime.errors import ImageError
 from runtime.imaging import load_for_model
+from runtime.prefetch import decode_ahead
 from train.cache import BottleneckCache
+from train.views import View
 
 
 @dataclass
 class BottleneckResult:
-    """Features of every readable image, plus what was computed, reused and skipped."""
+    """Features of every readable image ((views, feature_dim) each), plus what was computed, reused and skipped."""
 
     features: dict[Path, np.ndarray] = field(default_factory=dict)
     computed: int = 0
@@ -40,15 +41,19 @@ class BottleneckResult:
 
 def compute_bottlenecks(
     paths: Sequence[Path],
-    extractor: keras.Model,
+    extract: Callable[[np.ndarray], np.ndarray],
     cache: BottleneckCache,
     input_size: tuple[int, int],
+    views: Sequence[View] = (View(),),
     batch_size: int = 32,
     console: Console | None = None,
 ) -> BottleneckResult:
-    """Features for `paths`, read from `cache` or computed with `extractor` and stored.
+    """Features of every view of every image in `paths`, read from `cache` or computed and stored.
 
-    Unreadable images are collected in `failures` and skipped. Decoding runs in a thread pool.
+    `extract` maps a uint8 (N, H, W, 3) batch to (N, feature_dim) features (an `OnnxExtractor` in
+    training). An image counts as reused when all its views are cached. Unreadable images are collected
+    in `failures` and skipped. Each image is decoded once for all its views, in a thread pool and a batch
+    ahead of feature extraction, so decoding overlaps inference.
     """
     console = console or Console(soft_wrap=True, highlight=False)
     result = BottleneckResult()
@@ -60,16 +65,16 @@ def compute_bottlenecks(
             result.failures.append(ImageError(path, f"cannot read file ({error.strerror})"))
             continue
         content_hash = hashlib.sha256(data).hexdigest()
-        cached = cache.get(content_hash)
-        if cached is None:
+        cached = [cache.get(content_hash, view.name) for view in views]
+        if any(features is None for features in cached):
             todo.append((path, content_hash, data))
         else:
-            result.features[path] = cached
+            result.features[path] = np.stack(cached)
             result.reused += 1
     if not todo:
         console.print(f"Bottlenecks: all {result.reused} found in cache, nothing computed")
         return result
-    console.print(f"Bottlenecks: {result.reused} cached, {len(todo)} to compute")
+    console.print(f"Bottlenecks: {result.reused} cached, {len(todo)} to compute ({len(views)} views each)")
 
     def decode(item: tuple[Path, str, bytes]) -> np.ndarray | ImageError:
         path, _, data = item
@@ -78,19 +83,22 @@ def compute_bottlenecks(
         except ImageError as error:
             return error
 
+    images_per_batch = max(1, batch_size // len(views))
+    chunks = [todo[start : start + images_per_batch] for start in range(0, len(todo), images_per_batch)]
     with _progress(console) as progress, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         task = progress.add_task("Computing bottlenecks", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            decoded = list(pool.map(decode, chunk))
+        for chunk, decoded in decode_ahead(pool, chunks, decode):
             good = [(item, pixels) for item, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]
             result.failures.extend(pixels for pixels in decoded if isinstance(pixels, ImageError))
             if good:
-                batch = np.stack([pixels for _, pixels in good])
-                features = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
-                for ((path, content_hash, _), _), row in zip(good, features):
-                    cache.put(content_hash, row)
-                    result.features[path] = row
+                images = np.stack([pixels for _, pixels in good])
+                batch = np.concatenate([view.apply(images) for view in views])
+                features = np.asarray(extract(batch), dtype=np.float32)
+                per_image = features.reshape(len(views), len(good), -1).swapaxes(0, 1)
+                for ((path, content_hash, _), _), image_features in zip(good, per_image):
+                    for view, row in zip(views, image_features):
+                        cache.put(content_hash, row, view.name)
+                    result.features[path] = image_features
                     result.computed += 1
             progress.advance(task, len(chunk))
     for failure in result.failures:

@@ -18,7 +18,7 @@ import typer
 from runtime.errors import RetrainOnnxError
 from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
-from train.head import HeadConfig
+from train.head import C_GRID, HeadConfig
 from train.pipeline import TrainConfig, run
 
 EXIT_ERROR = 2
@@ -32,6 +32,16 @@ def _parse_split(text: str) -> tuple[float, float, float]:
         raise typer.BadParameter("give three numbers: train,validation,test (e.g. 70,15,15)")
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total
+
+
+def _parse_c_values(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError as error:
+        raise typer.BadParameter("give positive numbers separated by commas, e.g. 0.001,0.01,0.1") from error
+    if not values or min(values) <= 0:
+        raise typer.BadParameter("C values must be positive")
+    return values
 
 
 @app.command()
@@ -48,15 +58,18 @@ def train_model(
     labels_from: LabelSource = typer.Option(LabelSource.folder, "--labels-from", help="Labels from sub-folder names or file-name prefixes."),
     split: str = typer.Option("70,15,15", "--split", help="Train,validation,test proportions."),
     group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help=r"Regex; files sharing its first group stay in one split, e.g. '^(\d+)-'."),
+    views: int = typer.Option(
+        TrainConfig.views, "--views",
+        help="Symmetry views to train on and average over: 1 (image only, fastest model), 2 (+ mirror), "
+        "4 (all flips) or 8 (flips and 90-degree rotations).",
+    ),
     workspace: Path = typer.Option(Path(".retrain-cache"), "--workspace", help="Folder for the bottleneck cache."),
-    epochs: int = typer.Option(HeadConfig.epochs, "--epochs", min=1),
-    batch_size: int = typer.Option(HeadConfig.batch_size, "--batch-size", min=1),
-    learning_rate: float = typer.Option(HeadConfig.learning_rate, "--learning-rate", min=0.0),
-    lr_decay: float = typer.Option(HeadConfig.lr_decay, "--lr-decay", min=0.0, max=1.0, help="Learning-rate factor per epoch."),
-    l2: float = typer.Option(HeadConfig.l2, "--l2", min=0.0, help="L2 penalty on the head's weights."),
-    patience: int = typer.Option(HeadConfig.patience, "--patience", min=1, help="Early-stopping patience in epochs."),
+    c_values: str = typer.Option(
+        ",".join(f"{c:g}" for c in C_GRID), "--c-values",
+        help="Inverse L2 strengths C to try for the logistic-regression head; validation picks one.",
+    ),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
-    seed: int = typer.Option(HeadConfig.seed, "--seed", help="Seed for the split, random weights and head training."),
+    seed: int = typer.Option(HeadConfig.seed, "--seed", help="Seed for the split and random weights."),
 ) -> None:
     """Train on DATA_DIR and export one ONNX file plus MODEL.report.json."""
     config = TrainConfig(
@@ -69,16 +82,8 @@ def train_model(
         split=_parse_split(split),
         group_pattern=group_pattern,
         workspace=workspace,
-        head=HeadConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            lr_decay=lr_decay,
-            l2=l2,
-            patience=patience,
-            class_weights=class_weights,
-            seed=seed,
-        ),
+        views=views,
+        head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights, seed=seed),
     )
     try:
         run(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ import tf2onnx
 from runtime.errors import RetrainOnnxError
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
 from train.atomic import atomic_output
+from train.views import MeanOverViews, StackViews, View
 
 #: ONNX opset of exported models (onnxruntime >= 1.13 runs it; tf2onnx's well-tested range).
 OPSET = 17
@@ -44,10 +46,14 @@ class ExportResult:
     tolerance: float
 
 
-def fuse(extractor: keras.Model, head: keras.Model) -> keras.Model:
-    """One Keras model: uint8 images -> class probabilities."""
+def fuse(extractor: keras.Model, head: keras.Model, views: Sequence[View] = (View(),)) -> keras.Model:
+    """One Keras model: uint8 images -> class probabilities, averaged over the symmetry `views`.
+
+    All views of a batch go through the backbone as one batch of V * N images.
+    """
     image = keras.Input(extractor.input_shape[1:], dtype="uint8", name=INPUT_NAME)
-    return keras.Model(image, head(extractor(image)), name="classifier")
+    per_view = head(extractor(StackViews(list(views), name="symmetry_views")(image)))
+    return keras.Model(image, MeanOverViews(len(views), name="mean_over_views")(per_view), name="classifier")
 
 
 def export_onnx(
@@ -63,7 +69,7 @@ def export_onnx(
     `parity_pixels` (uint8 NHWC) by more than `tolerance` or on any predicted label.
     """
     path = Path(path)
-    proto = _convert(model, metadata.input_size)
+    proto = convert(model, metadata.input_size, _classifier_outputs)
     for key, value in metadata.to_props().items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     proto.doc_string = f"retrain-onnx classifier: {metadata.backbone} + softmax head, labels {metadata.labels}"
@@ -77,16 +83,20 @@ def export_onnx(
     return ExportResult(path, OPSET, len(parity_pixels), difference, tolerance)
 
 
-def _convert(model: keras.Model, input_size: tuple[int, int]) -> onnx.ModelProto:
+def convert(model: keras.Model, input_size: tuple[int, int], outputs: Callable[[tf.Tensor], dict[str, tf.Tensor]]) -> onnx.ModelProto:
+    """Trace `outputs(model(images))` for uint8 (N, H, W, 3) `images` into an ONNX graph at `OPSET`."""
     signature = [tf.TensorSpec([None, *input_size, 3], tf.uint8, name=INPUT_NAME)]
 
     @tf.function(input_signature=signature)
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = model(images, training=False)
-        return {PROBABILITIES_OUTPUT: probabilities, LABEL_INDEX_OUTPUT: tf.argmax(probabilities, axis=-1)}
+        return outputs(model(images, training=False))
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
     return proto
+
+
+def _classifier_outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {PROBABILITIES_OUTPUT: probabilities, LABEL_INDEX_OUTPUT: tf.argmax(probabilities, axis=-1)}
 
 
 def _check_parity(model: keras.Model, onnx_path: Path, pixels: np.ndarray, tolerance: float, target: Path) -> float:

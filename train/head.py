@@ -1,65 +1,73 @@
-"""Head training: a small softmax classifier fitted on cached bottleneck features."""
+"""Head training: a softmax classifier fitted on cached bottleneck features.
+
+The head is multinomial logistic regression on standardised features, fitted to convergence with L-BFGS
+(scikit-learn) for each inverse regularisation strength C in a small grid; the C whose model gives the
+lowest validation cross-entropy wins. The fit is convex and deterministic: the same features always give
+the same head, so results do not hinge on a lucky optimiser run. The winner becomes a two-layer Keras
+model (standardise, then dense softmax) that is fused with the backbone and exported.
+
+Features come as (images, views, feature_dim) (see `train.views`): the head trains on every view as its
+own example and scores an image by its class probabilities averaged over the views, as the exported
+model does.
+"""
 
 from __future__ import annotations
 
-import math
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss
+
+#: Inverse L2 strengths tried by default, weakest regularisation last.
+C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+#: C used when there is no validation split to choose with.
+DEFAULT_C = 0.01
+ABSENT_CLASS_LOGIT = -30.0
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Hyper-parameters of head training."""
+    """How the head is fitted."""
 
-    epochs: int = 50
-    batch_size: int = 32
-    learning_rate: float = 1e-2
-    l2: float = 0.03
-    lr_decay: float = 0.95
-    patience: int = 10
+    c_values: Sequence[float] = C_GRID
     class_weights: bool = True
-    dropout: float = 0.2
+    max_iterations: int = 1000
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class HeadResult:
-    """The trained head, the epoch whose weights it kept, and the per-epoch metrics."""
+    """The trained head, the C it was fitted with, and the train/validation metrics of every C tried."""
 
     model: keras.Model
-    best_epoch: int
-    history: dict[str, list[float]]
+    c: float
+    candidates: list[dict[str, float]]
 
 
-def build_head(
-    feature_dim: int, n_classes: int, dropout: float, training_features: np.ndarray | None = None, l2: float = 0.0
-) -> keras.Model:
-    """features (N, feature_dim) -> class probabilities (N, n_classes).
+def build_head(feature_dim: int, n_classes: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> keras.Model:
+    """features (N, feature_dim) -> class probabilities (N, n_classes): standardise, then dense softmax.
 
-    With `training_features`, the head first standardises each feature with their mean and standard
-    deviation (constants of a Rescaling layer, exported with the model), which makes the softmax layer
-    far easier to fit.
+    `mean` and `std` (per feature, from the training split) become constants of a Rescaling layer, so the
+    exported graph standardises by itself.
     """
+    mean = np.zeros(feature_dim) if mean is None else mean
+    std = np.ones(feature_dim) if std is None else std
     features = keras.Input((feature_dim,), name="features")
-    hidden = features
-    if training_features is not None:
-        mean = training_features.mean(axis=0, dtype=np.float64)
-        std = np.maximum(training_features.std(axis=0, dtype=np.float64), 1e-6)
-        hidden = keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name="standardise")(hidden)
-    hidden = keras.layers.Dropout(dropout, name="head_dropout")(hidden)
-    probabilities = keras.layers.Dense(
-        n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name="probabilities"
-    )(hidden)
+    standardised = keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name="standardise")(features)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(standardised)
     return keras.Model(features, probabilities, name="head")
 
 
-def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Weights inversely proportional to class frequency (mean weight per sample is 1)."""
-    counts = np.bincount(labels, minlength=n_classes)
-    return {i: float(len(labels) / (n_classes * count)) if count else 0.0 for i, count in enumerate(counts)}
+def predict_views(head: keras.Model, features: np.ndarray) -> np.ndarray:
+    """Class probabilities of (images, views, feature_dim) features, averaged over the views."""
+    images, views, dim = features.shape
+    per_view = np.asarray(head(features.reshape(images * views, dim), training=False))
+    return per_view.reshape(images, views, -1).mean(axis=1)
 
 
 def train_head(
@@ -69,56 +77,65 @@ def train_head(
     config: HeadConfig,
     report: Callable[[str], None] = print,
 ) -> HeadResult:
-    """Fit the head with Adam and an exponentially decaying learning rate.
+    """Fit the head on `train` features (images, views, dim) and labels, choosing C on `validation`.
 
-    With a validation split, training stops early when validation cross-entropy has not improved for
-    `patience` epochs and the best epoch's weights are restored. `report` receives one
-    `Phase: Training, Dataset used: ...` line per split per epoch.
+    `report` receives one `Phase: Training, Dataset used: ...` line per split per C tried.
     """
-    keras.utils.set_random_seed(config.seed)
     features, labels = train
-    model = build_head(features.shape[1], n_classes, config.dropout, features, config.l2)
-    steps_per_epoch = max(1, math.ceil(len(features) / config.batch_size))
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=steps_per_epoch, decay_rate=config.lr_decay
+    images, views, dim = features.shape
+    mean = features.reshape(-1, dim).mean(axis=0, dtype=np.float64)
+    std = np.maximum(features.reshape(-1, dim).std(axis=0, dtype=np.float64), 1e-6)
+    rows = ((features.reshape(-1, dim) - mean) / std).astype(np.float32)
+    row_labels = np.repeat(labels, views)
+    has_validation = validation is not None and len(validation[0]) > 0
+    c_values = sorted(config.c_values) if has_validation else [DEFAULT_C]
+    solver = LogisticRegression(
+        C=c_values[0], class_weight="balanced" if config.class_weights else None, max_iter=config.max_iterations,
+        warm_start=True, random_state=config.seed,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    callbacks: list[keras.callbacks.Callback] = [_PhaseLines(report)]
-    if validation is not None and len(validation[0]):
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        )
-    history = model.fit(
-        features,
-        labels,
-        validation_data=validation if validation is not None and len(validation[0]) else None,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        class_weight=balanced_class_weights(labels, n_classes) if config.class_weights else None,
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
-    ).history
-    monitored = history.get("val_loss") or history["loss"]
-    return HeadResult(model=model, best_epoch=int(np.argmin(monitored)) + 1, history=history)
-
-
-class _PhaseLines(keras.callbacks.Callback):
-    """Per-epoch lines in the style of ML.NET's image classification trainer."""
-
-    def __init__(self, report: Callable[[str], None]) -> None:
-        super().__init__()
-        self._report = report
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
+    candidates, best = [], None
+    for c in c_values:
+        solver.set_params(C=c)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            solver.fit(rows, row_labels)
+        head = _as_keras(solver, dim, n_classes, mean, std)
+        scores = {"c": c, **_scores(head, "", features, labels, n_classes)}
+        if has_validation:
+            scores.update(_scores(head, "val_", *validation, n_classes))
+        candidates.append(scores)
         for dataset, prefix in (("Training", ""), ("Validation", "val_")):
-            if f"{prefix}loss" in logs:
-                self._report(
-                    f"Phase: Training, Dataset used: {dataset}, Epoch: {epoch + 1}, "
-                    f"Accuracy: {logs[f'{prefix}accuracy']:.4f}, Cross-Entropy: {logs[f'{prefix}loss']:.4f}"
+            if f"{prefix}loss" in scores:
+                report(
+                    f"Phase: Training, Dataset used: {dataset}, C: {c:g}, "
+                    f"Accuracy: {scores[f'{prefix}accuracy']:.4f}, Cross-Entropy: {scores[f'{prefix}loss']:.4f}"
                 )
+        monitored = scores["val_loss" if has_validation else "loss"]
+        if best is None or monitored < best[0]:
+            best = (monitored, c, head)
+    return HeadResult(model=best[2], c=best[1], candidates=candidates)
+
+
+def _as_keras(solver: LogisticRegression, dim: int, n_classes: int, mean: np.ndarray, std: np.ndarray) -> keras.Model:
+    """The fitted logistic regression as a Keras head (binary: logits 0 and w.x + b give the same softmax).
+
+    A class with no training images gets a bias that keeps its probability near zero.
+    """
+    kernel = np.zeros((dim, n_classes), np.float32)
+    bias = np.full(n_classes, ABSENT_CLASS_LOGIT, np.float32)
+    classes = solver.classes_
+    if len(classes) == 2:
+        kernel[:, classes[1]], bias[classes] = solver.coef_[0], (0.0, solver.intercept_[0])
+    else:
+        kernel[:, classes], bias[classes] = solver.coef_.T, solver.intercept_
+    head = build_head(dim, n_classes, mean, std)
+    head.get_layer("probabilities").set_weights([kernel, bias])
+    return head
+
+
+def _scores(head: keras.Model, prefix: str, features: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, float]:
+    probabilities = predict_views(head, features)
+    return {
+        f"{prefix}accuracy": float(accuracy_score(labels, probabilities.argmax(axis=1))),
+        f"{prefix}loss": float(log_loss(labels, probabilities, labels=list(range(n_classes)))),
+    }

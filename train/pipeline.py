@@ -23,7 +23,9 @@ from train.cache import BottleneckCache
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
-from train.head import HeadConfig, train_head
+from train.extractor import onnx_extractor
+from train.head import HeadConfig, predict_views, train_head
+from train.views import symmetry_views
 
 #: Test images used for the ONNX-vs-TensorFlow parity check at export.
 PARITY_IMAGES = 16
@@ -45,6 +47,7 @@ class TrainConfig:
     group_pattern: str | None = None
     workspace: Path = Path(".retrain-cache")
     bottleneck_batch_size: int = 32
+    views: int = 8
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
@@ -71,18 +74,25 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     _print_counts(dataset, console)
 
     backbone = get_backbone(config.arch, config.weights, config.image_size, seed)
-    console.print(f"Backbone: {backbone.spec.name} | weights {backbone.weights_identity} | input {backbone.input_size}")
+    views = symmetry_views(config.views, backbone.input_size)
+    console.print(
+        f"Backbone: {backbone.spec.name} | weights {backbone.weights_identity} | input {backbone.input_size} | "
+        f"views {len(views)}"
+    )
     extractor = backbone.build_extractor()
     cache = BottleneckCache(config.workspace, backbone)
     bottlenecks = compute_bottlenecks(
-        [image.path for image in dataset.images], extractor, cache, backbone.input_size, config.bottleneck_batch_size, console
+        [image.path for image in dataset.images], onnx_extractor(extractor, cache.directory), cache, backbone.input_size, views,
+        config.bottleneck_batch_size, console,
     )
     bottleneck_seconds = time.perf_counter() - started
     usable = [image for image in dataset.images if image.path in bottlenecks.features]
 
     def arrays(split: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
+        """Features (images, views, feature_dim), label indices and images of one split."""
         images = [image for image in usable if image.split == split]
-        features = np.stack([bottlenecks.features[image.path] for image in images]) if images else np.zeros((0, backbone.spec.feature_dim), np.float32)
+        shape = (0, len(views), backbone.spec.feature_dim)
+        features = np.stack([bottlenecks.features[image.path] for image in images]) if images else np.zeros(shape, np.float32)
         labels = np.array([dataset.labels.index(image.label) for image in images], dtype=np.int64)
         return features, labels, images
 
@@ -91,12 +101,12 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
     val_x, val_y, _ = arrays("validation")
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
-    console.print(f"Head: kept the weights of epoch {head.best_epoch} of {len(head.history['loss'])}")
+    console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
 
     test_x, test_y, test_images = arrays("test")
     if not test_images:
         raise DatasetError(f"{dataset.root}: the test split is empty; add images or change --split")
-    test_probabilities = np.asarray(head.model.predict_on_batch(test_x))
+    test_probabilities = predict_views(head.model, test_x)  # what the exported model computes
     test_report = evaluate(test_probabilities, test_y, dataset.labels, [image.relative for image in test_images])
     print_report(test_report, console)
 
@@ -108,12 +118,13 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         backbone=backbone.spec.name,
         weights=backbone.weights_identity,
         preprocessing=backbone.preprocessing.name,
+        views=len(views),
         toolkit_version=__version__,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},
     )
     parity_pixels = np.stack([load_for_model(image.path, backbone.input_size) for image in test_images[:PARITY_IMAGES]])
-    exported = export_onnx(fuse(extractor, head.model), metadata, config.export, parity_pixels)
+    exported = export_onnx(fuse(extractor, head.model, views), metadata, config.export, parity_pixels)
     console.print(
         f"Exported {exported.path} (opset {exported.opset}); parity on {exported.parity_images} test images: "
         f"max |p_onnx - p_tf| = {exported.max_abs_difference:.1e} (tolerance {exported.tolerance:.0e})"
@@ -126,7 +137,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "split_counts": dataset.counts(),
         "skipped_images": [str(failure) for failure in bottlenecks.failures],
         "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
-        "head": {"best_epoch": head.best_epoch, "history": {k: [float(v) for v in vs] for k, vs in head.history.items()}},
+        "head": {"c": head.c, "candidates": head.candidates},
         "test": test_report,
         "export": {"opset": exported.opset, "parity_images": exported.parity_images, "max_abs_difference": exported.max_abs_difference, "tolerance": exported.tolerance},
         "seconds": round(time.perf_counter() - started, 2),

@@ -1,0 +1,98 @@
+"""train.views: symmetry views in numpy (bottleneck phase) and in the exported graph agree, and make the model invariant."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+
+from runtime import Classifier  # noqa: E402
+from runtime.imaging import load_for_model  # noqa: E402
+from runtime.metadata import ModelMetadata  # noqa: E402
+from train.backbones import get_backbone  # noqa: E402
+from train.bottleneck import compute_bottlenecks  # noqa: E402
+from train.cache import BottleneckCache  # noqa: E402
+from train.export import export_onnx, fuse  # noqa: E402
+from train.head import build_head  # noqa: E402
+from train.views import StackViews, ViewError, symmetry_views  # noqa: E402
+
+SIZE = 48
+
+
+def crack_pixels(assets_dir: Path, count: int = 4) -> np.ndarray:
+    paths = sorted((assets_dir / "CD").glob("*.jpg"))[:count]
+    return np.stack([load_for_model(path, (SIZE, SIZE)) for path in paths])
+
+
+def test_the_eight_views_are_the_dihedral_group(assets_dir: Path) -> None:
+    image = crack_pixels(assets_dir, 1)[0]
+    views = symmetry_views(8, (SIZE, SIZE))
+    transformed = [view.apply(image) for view in views]
+    expected = [np.rot90(image, k) for k in range(4)] + [np.rot90(image[:, ::-1], k) for k in range(4)]
+    assert views[0].name == "" and np.array_equal(transformed[0], image)
+    assert len({view.name for view in views}) == 8
+    for candidate in expected:  # every rotation and mirrored rotation is exactly one of the views
+        assert sum(np.array_equal(candidate, view) for view in transformed) == 1
+
+
+def test_view_counts_are_checked() -> None:
+    assert [view.name for view in symmetry_views(4, (30, 40))] == ["", "h", "v", "hv"]
+    with pytest.raises(ViewError, match="square"):
+        symmetry_views(8, (30, 40))
+    with pytest.raises(ViewError, match="1, 2, 4, 8"):
+        symmetry_views(3, (30, 30))
+
+
+def test_graph_views_equal_numpy_views(assets_dir: Path) -> None:
+    pixels = crack_pixels(assets_dir)
+    views = symmetry_views(8, (SIZE, SIZE))
+    stacked = np.asarray(StackViews(views)(pixels))
+    np.testing.assert_array_equal(stacked, np.concatenate([view.apply(pixels) for view in views]).astype(np.float32))
+
+
+def test_exported_model_averages_views_and_is_rotation_invariant(assets_dir: Path, tmp_path: Path) -> None:
+    backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=1)
+    extractor = backbone.build_extractor()
+    keras.utils.set_random_seed(1)
+    head = build_head(backbone.spec.feature_dim, 2)
+    views = symmetry_views(8, (SIZE, SIZE))
+    metadata = ModelMetadata(
+        labels=["CD", "UD"], input_height=SIZE, input_width=SIZE, resize_method="pillow-bilinear",
+        backbone="mobilenet_v2", weights=backbone.weights_identity, preprocessing=backbone.preprocessing.name,
+        toolkit_version="test", trained_at="2026-01-01T00:00:00+00:00", views=len(views),
+    )
+    pixels = crack_pixels(assets_dir)
+    exported = export_onnx(fuse(extractor, head, views), metadata, tmp_path / "views.onnx", pixels)
+    classifier = Classifier(exported.path)
+    assert classifier.metadata.views == 8
+
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        return np.array([[p.probabilities[label] for label in classifier.labels] for p in classifier.predict_pixels(batch)])
+
+    per_view = np.stack([np.asarray(head(extractor(view.apply(pixels)))) for view in views])
+    np.testing.assert_allclose(probabilities(pixels), per_view.mean(axis=0), atol=1e-5)
+    rotated = np.ascontiguousarray(np.rot90(pixels, 1, axes=(1, 2)))
+    np.testing.assert_allclose(probabilities(rotated), probabilities(pixels), atol=1e-5)
+
+
+def test_every_view_is_cached_once(small_dataset: Path, tmp_path: Path) -> None:
+    backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
+    extractor = backbone.build_extractor()
+    cache = BottleneckCache(tmp_path, backbone)
+    paths = sorted(small_dataset.glob("*/*.jpg"))[:5]
+    views = symmetry_views(4, (SIZE, SIZE))
+    first = compute_bottlenecks(paths, extractor.predict_on_batch, cache, (SIZE, SIZE), views, batch_size=8)
+    assert first.computed == 5 and first.features[paths[0]].shape == (4, backbone.spec.feature_dim)
+    assert len(list(cache.directory.glob("*/*.npy"))) == 20
+    direct = np.asarray(extractor(views[2].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
+    np.testing.assert_allclose(first.features[paths[0]][2], direct, rtol=1e-4, atol=1e-4)
+    cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only that image is recomputed
+    again = compute_bottlenecks(paths, extractor.predict_on_batch, cache, (SIZE, SIZE), views, batch_size=8)
+    assert (again.computed, again.reused) == (1, 4)
+    np.testing.assert_allclose(again.features[paths[1]], first.features[paths[1]], atol=1e-5)

@@ -1,0 +1,61 @@
+"""The bottleneck phase's feature extractor: the backbone alone, exported to ONNX once, run in onnxruntime.
+
+onnxruntime computes the same features as TensorFlow (checked when the file is made) but faster on a CPU
+(see benchmarks/results/results.md), and it is the engine the exported classifier runs on, so the head
+trains on exactly the features it will see in deployment. The ONNX file is cached beside the features it
+produces, under the backbone's fingerprint, so it is converted once per backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from runtime.metadata import INPUT_NAME
+from runtime.session import SessionSettings
+from train.atomic import atomic_output
+from train.export import ExportError, convert
+
+FEATURES_OUTPUT = "features"
+EXTRACTOR_FILE = "extractor.onnx"
+#: Largest allowed difference between TensorFlow and onnxruntime features, relative to their largest value.
+PARITY_TOLERANCE = 1e-4
+
+
+class OnnxExtractor:
+    """uint8 (N, H, W, 3) images -> float32 (N, feature_dim) features, on onnxruntime's CPU provider."""
+
+    def __init__(self, path: Path, settings: SessionSettings | None = None) -> None:
+        self.path = path
+        self._session = ort.InferenceSession(
+            str(path), sess_options=(settings or SessionSettings()).options(), providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        (features,) = self._session.run([FEATURES_OUTPUT], {INPUT_NAME: pixels})
+        return features
+
+
+def onnx_extractor(extractor: keras.Model, directory: Path, settings: SessionSettings | None = None) -> OnnxExtractor:
+    """The ONNX twin of the Keras `extractor`, converted and checked on first use, then read from `directory`."""
+    path = directory / EXTRACTOR_FILE
+    if not path.is_file():
+        input_size = tuple(extractor.input_shape[1:3])
+        proto = convert(extractor, input_size, lambda features: {FEATURES_OUTPUT: features})
+        onnx.checker.check_model(proto, full_check=True)
+        with atomic_output(path) as temporary:
+            temporary.write_bytes(proto.SerializeToString())
+            _check_parity(extractor, OnnxExtractor(temporary, settings), input_size, path)
+    return OnnxExtractor(path, settings)
+
+
+def _check_parity(extractor: keras.Model, twin: OnnxExtractor, input_size: tuple[int, ...], path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (4, *input_size, 3), dtype=np.uint8)
+    expected = np.asarray(extractor(pixels, training=False))
+    difference = float(np.abs(twin(pixels) - expected).max() / max(1.0, float(np.abs(expected).max())))
+    if difference > PARITY_TOLERANCE:
+        raise ExportError(f"{path}: onnxruntime features differ from TensorFlow's by {difference:.1e} (relative); not written")
