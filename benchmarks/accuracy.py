@@ -10,6 +10,7 @@ so features are computed once per backbone.
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import itertools
 import json
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
 from rich.console import Console
 
 from benchmarks.environment import environment
@@ -49,6 +51,8 @@ def measure(archs: list[str], view_counts: list[int], seeds: list[int], workspac
                     workspace=workspace, views=views, head=HeadConfig(seed=seed),
                 )
                 result = run(config, console=quiet)
+                keras.backend.clear_session()  # one process runs many trainings: free each one's graphs
+                gc.collect()
                 test = result.report["test"]
                 rows.append({
                     "dataset": dataset, "arch": arch, "views": views, "seed": seed, "test_images": test["images"],

@@ -18,6 +18,11 @@ from runtime.prefetch import decode_ahead
 from runtime.session import SessionSettings
 
 
+#: Most backbone images per onnxruntime run. A model averaging over V symmetry views runs V backbone
+#: images per input image, so batches are cut to MAX_BACKBONE_BATCH // V images to bound memory.
+MAX_BACKBONE_BATCH = 32
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One image's result: the winning label, its probability, and every class's probability."""
@@ -94,10 +99,12 @@ class Classifier:
         return predictions
 
     def predict_pixels(self, pixels: np.ndarray, sources: Sequence[str] | None = None) -> list[Prediction]:
-        """Classify an already resized uint8 NHWC batch at the model's input size."""
+        """Classify an already resized uint8 NHWC batch at the model's input size (run in memory-bounded pieces)."""
         if pixels.dtype != np.uint8 or pixels.shape[1:] != (*self.input_size, 3):
             raise ValueError(f"pixels must be uint8 of shape (N, {self.input_size[0]}, {self.input_size[1]}, 3)")
-        (probabilities,) = self._model.session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels})
+        step = max(1, MAX_BACKBONE_BATCH // self.metadata.views)
+        runs = [self._probabilities(pixels[start : start + step]) for start in range(0, len(pixels), step)]
+        probabilities = np.concatenate(runs) if runs else np.zeros((0, len(self._labels)), np.float32)
         names = sources if sources is not None else [f"<image {i}>" for i in range(len(pixels))]
         return [self._prediction(row, name) for row, name in zip(probabilities, names)]
 
@@ -119,6 +126,10 @@ class Classifier:
                         yield FileResult(file=name, error=pixels)
                     else:
                         yield FileResult(file=name, prediction=next(predictions))
+
+    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        (probabilities,) = self._model.session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels})
+        return probabilities
 
     def _try_load(self, path: str) -> np.ndarray | ImageError:
         try:

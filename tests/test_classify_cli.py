@@ -63,3 +63,11 @@ def test_not_a_model_exits_2_with_one_line(tmp_path: Path, color_images: dict[st
     done = run_classify(fake, color_images["red"])
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "fake.onnx" in done.stderr
+
+
+def test_session_flags(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    optimized = tmp_path / "opt.onnx"
+    done = run_classify(color_model, color_images["red"], "--threads", "1", "--optimization", "extended", "--save-optimized", optimized)
+    assert done.returncode == 0 and "Predicted: red" in done.stdout and optimized.is_file()
+    bad = run_classify(color_model, color_images["red"], "--optimization", "fastest")
+    assert bad.returncode == 2 and "optimization must be one of" in bad.stderr

@@ -5,15 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from runtime import Classifier, ImageError, ModelError
+from runtime import Classifier, ImageError, ModelError, SessionSettings
 from runtime.metadata import ModelMetadata
 from runtime.model import CPU, choose_providers
+from runtime.prefetch import decode_ahead
 
 from conftest import COLOR_LABELS, COLOR_SIZE
 
@@ -128,3 +131,38 @@ def test_provider_choice() -> None:
 def test_importing_runtime_never_imports_tensorflow() -> None:
     code = "import runtime, runtime.cli, sys; assert 'tensorflow' not in sys.modules and 'train' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_session_settings_tune_onnxruntime_without_changing_results(
+    color_model: Path, color_images: dict[str, Path], tmp_path: Path
+) -> None:
+    optimized = tmp_path / "color.opt.onnx"
+    settings = SessionSettings(intra_op_threads=1, optimization="basic", optimized_model_path=optimized)
+    options = settings.options()
+    assert options.intra_op_num_threads == 1 and options.optimized_model_filepath == str(optimized)
+    tuned, default = Classifier(color_model, "cpu", settings), Classifier(color_model, "cpu")
+    assert optimized.is_file()  # onnxruntime saved the optimised graph
+    images = list(color_images.values())
+    for a, b in zip(tuned.predict_batch(images), default.predict_batch(images)):
+        assert a.label == b.label and a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    with pytest.raises(ValueError, match="optimization must be one of"):
+        SessionSettings(optimization="fastest")
+
+
+def test_decode_ahead_keeps_order_and_overlaps() -> None:
+    started: list[int] = []
+
+    def decode(item: int) -> int:
+        started.append(item)
+        return item * 10
+
+    chunks = [[1, 2], [3], [4, 5, 6]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        seen = []
+        for chunk, decoded in decode_ahead(pool, chunks, decode):
+            seen.append((list(chunk), decoded))
+            if chunk == [1, 2]:
+                time.sleep(0.05)
+                assert 3 in started  # the next chunk was submitted before this one was consumed
+    assert seen == [([1, 2], [10, 20]), ([3], [30]), ([4, 5, 6], [40, 50, 60])]
+    assert list(decode_ahead(pool, [], decode)) == []

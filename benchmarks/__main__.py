@@ -1,0 +1,34 @@
+"""`python -m benchmarks [--quick] [--out DIR]`: speed of the toolkit against plain TensorFlow, side by side.
+
+Writes DIR/results.json (every figure, a `targets` list, the machine and versions on every row),
+DIR/results.md (tables) and DIR/latency_vs_batch.png. `--quick` measures fewer backbones for less time
+(under 5 minutes on 2 cores). Accuracy has its own command: `python -m benchmarks.accuracy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.report import write_results  # noqa: E402
+from benchmarks.suite import FULL, QUICK, REPO, run_suite  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer backbones, shorter timings (< 5 minutes)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the result files")
+    args = parser.parse_args(argv)
+    result = run_suite(QUICK if args.quick else FULL, log=lambda line: print(line, file=sys.stderr, flush=True))
+    result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    for path in write_results(result, args.out):
+        print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

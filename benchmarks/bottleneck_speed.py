@@ -1,0 +1,51 @@
+"""The bottleneck phase: features for real images with a naive TensorFlow loop vs the toolkit's path
+(onnxruntime with decode-ahead, through the cache), and a re-run on the warm cache."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from benchmarks.models import BackboneChoice
+from runtime.imaging import load_for_model
+from train.bottleneck import compute_bottlenecks
+from train.cache import BottleneckCache
+from train.extractor import onnx_extractor
+
+
+def measure_bottlenecks(choice: BackboneChoice, paths: Sequence[Path], workspace: Path, batch_size: int = 32) -> dict[str, object]:
+    """Images/s of both paths over `paths` (one view each), the warm re-run, and the one-time ONNX conversion."""
+    backbone = choice.backbone()
+    extractor = backbone.build_extractor()
+    started = time.perf_counter()
+    for start in range(0, len(paths), batch_size):  # the naive loop: decode one by one, then run TensorFlow
+        batch = np.stack([load_for_model(path, backbone.input_size) for path in paths[start : start + batch_size]])
+        extractor.predict_on_batch(batch)
+    tensorflow_seconds = time.perf_counter() - started
+
+    cache = BottleneckCache(workspace, backbone)
+    started = time.perf_counter()
+    extract = onnx_extractor(extractor, cache.directory)
+    conversion_seconds = time.perf_counter() - started
+    quiet = Console(file=io.StringIO())
+    started = time.perf_counter()
+    cold = compute_bottlenecks(paths, extract, cache, backbone.input_size, batch_size=batch_size, console=quiet)
+    cold_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    warm = compute_bottlenecks(paths, extract, cache, backbone.input_size, batch_size=batch_size, console=quiet)
+    warm_seconds = time.perf_counter() - started
+    return {
+        "backbone": choice.arch, "weights": choice.weights, "images": len(paths),
+        "tensorflow_naive_images_per_s": len(paths) / tensorflow_seconds,
+        "onnxruntime_cached_images_per_s": len(paths) / cold_seconds,
+        "speedup": tensorflow_seconds / cold_seconds,
+        "onnx_conversion_seconds_once": conversion_seconds,
+        "cold_seconds": cold_seconds, "cold_computed": cold.computed,
+        "warm_seconds": warm_seconds, "warm_computed": warm.computed,
+        "warm_over_cold": warm_seconds / cold_seconds,
+    }

@@ -1,0 +1,32 @@
+"""Timing helpers: per-call latency percentiles and throughput, after warm-up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def latency_ms(call: Callable[[], object], runs: int, warmup: int = 5) -> dict[str, float]:
+    """p50, p95 and p99 of `runs` timed calls of `call`, in milliseconds."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    p50, p95, p99 = np.percentile(samples, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "runs": runs}
+
+
+def throughput(call: Callable[[], object], batch: int, min_seconds: float, min_runs: int = 3, warmup: int = 2) -> float:
+    """Images per second of `call` processing `batch` images, timed over at least `min_seconds` and `min_runs`."""
+    for _ in range(warmup):
+        call()
+    runs, started = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - started < min_seconds:
+        call()
+        runs += 1
+    return batch * runs / (time.perf_counter() - started)
