@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the result files")
     args = parser.parse_args(argv)
     result = run_suite(QUICK if args.quick else FULL, log=lambda line: print(line, file=sys.stderr, flush=True))
-    result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     for path in write_results(result, args.out):
         print(f"wrote {path}", file=sys.stderr)
 

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = measure(archs, args.views, args.seeds, args.workspace)
     summary = summarise(rows)
     result = {
-        "command": "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python -m benchmarks.accuracy", *(sys.argv[1:] if argv is None else argv)]),
         "environment": environment(), "summary": summary, "targets": targets(summary), "runs": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

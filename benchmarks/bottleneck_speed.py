@@ -1,5 +1,6 @@
 """The bottleneck phase: features for real images with a naive TensorFlow loop vs the toolkit's path
-(onnxruntime with decode-ahead, through the cache), and a re-run on the warm cache."""
+(onnxruntime with decode-ahead, through the cache), a re-run on the warm cache, and whole `train-model`
+runs, cold and warm."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from runtime.imaging import load_for_model
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.extractor import onnx_extractor
+from train.pipeline import TrainConfig, run
 
 
 def measure_bottlenecks(choice: BackboneChoice, paths: Sequence[Path], workspace: Path, batch_size: int = 32) -> dict[str, object]:
@@ -48,4 +50,18 @@ def measure_bottlenecks(choice: BackboneChoice, paths: Sequence[Path], workspace
         "cold_seconds": cold_seconds, "cold_computed": cold.computed,
         "warm_seconds": warm_seconds, "warm_computed": warm.computed,
         "warm_over_cold": warm_seconds / cold_seconds,
+    }
+
+
+def measure_training_rerun(data_dir: Path, workspace: Path, export: Path) -> dict[str, object]:
+    """Two default training runs on `data_dir` sharing a fresh cache: seconds of each, whole and bottleneck phase."""
+    quiet = Console(file=io.StringIO())
+    cold, warm = (run(TrainConfig(data_dir=data_dir, export=export, workspace=workspace), console=quiet).report for _ in range(2))
+    return {
+        "data": str(data_dir), "views": TrainConfig.views,
+        "cold_seconds": cold["seconds"], "warm_seconds": warm["seconds"],
+        "cold_bottleneck_seconds": cold["bottlenecks"]["seconds"], "warm_bottleneck_seconds": warm["bottlenecks"]["seconds"],
+        "warm_computed": warm["bottlenecks"]["computed"],
+        "bottleneck_warm_over_cold": warm["bottlenecks"]["seconds"] / cold["bottlenecks"]["seconds"],
+        "whole_run_warm_over_cold": warm["seconds"] / cold["seconds"],
     }

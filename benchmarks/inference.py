@@ -21,9 +21,8 @@ def measure_inference(
     latency_runs: int,
     min_seconds: float,
     flops_per_image: float,
-    peak_gflops: float,
 ) -> list[dict[str, object]]:
-    """One row per (engine, batch size): images/s, ms per image, % of the matmul peak; latency percentiles at batch 1.
+    """One row per (engine, batch size): images/s, ms per image, GFLOP per image; latency percentiles at batch 1.
 
     `pixels` is a pool of real decoded images at the model's input size; batches are cut from it in turn.
     """
@@ -43,7 +42,6 @@ def measure_inference(
                 "backbone": model.choice.arch, "weights": model.choice.weights, "input": list(model.input_size),
                 "views": model.views, "engine": engine, "batch": batch_size, "images_per_s": rate,
                 "ms_per_image": 1000 / rate, "gflops_per_image": flops_per_image / 1e9,
-                "pct_of_matmul_peak": 100 * rate * flops_per_image / 1e9 / peak_gflops,
             }
             if batch_size == 1:
                 row.update(latency_ms(lambda: call(batch), latency_runs))

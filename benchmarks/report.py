@@ -26,10 +26,10 @@ def write_results(result: dict[str, object], folder: Path) -> list[Path]:
 def plot_latency(rows: list[dict[str, object]], path: Path) -> None:
     """Milliseconds per image against batch size, one line per (backbone, engine)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for backbone in dict.fromkeys(row["backbone"] for row in rows):
+    for index, backbone in enumerate(dict.fromkeys(row["backbone"] for row in rows)):
         for engine, style in (("onnxruntime", "-o"), ("tensorflow", "--s")):
             points = sorted((row["batch"], row["ms_per_image"]) for row in rows if (row["backbone"], row["engine"]) == (backbone, engine))
-            axes.plot(*zip(*points), style, label=f"{backbone} / {engine}")
+            axes.plot(*zip(*points), style, color=f"C{index}", label=f"{backbone} / {engine}")
     axes.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per image", title="Latency per image vs batch size (CPU)")
     axes.set_xticks(sorted({row["batch"] for row in rows}), labels=[str(b) for b in sorted({row["batch"] for row in rows})])
     axes.grid(True, which="both", alpha=0.3)
@@ -61,8 +61,9 @@ def markdown(result: dict[str, object]) -> str:
     ])
     peak = result["matmul_peak"]
     lines += ["", "## Inference: onnxruntime (runtime) vs TensorFlow (`model(x, training=False)` in a tf.function)", "",
-              f"Matmul peak of this CPU ({peak['size']}x{peak['size']} fp32): numpy {peak['numpy_gflops']:.1f} GFLOP/s, "
-              f"onnxruntime {peak['onnxruntime_gflops']:.1f} GFLOP/s; % of peak uses the larger.", ""]
+              f"Matmul peak of this CPU ({peak['size']}x{peak['size']} fp32, measured before and after the inference runs: "
+              f"{peak['peak_gflops_before']:.1f} and {peak['peak_gflops_after']:.1f} GFLOP/s; best: numpy {peak['numpy_gflops']:.1f}, "
+              f"onnxruntime {peak['onnxruntime_gflops']:.1f}). % of peak uses the best figure.", ""]
     lines += _table(["backbone", "weights", "engine", "batch", "images/s", "ms/image", "GFLOP/image", "% of peak", "p50 ms", "p95 ms", "p99 ms"], [
         [r["backbone"], r["weights"], r["engine"], r["batch"], r["images_per_s"], r["ms_per_image"], r["gflops_per_image"],
          r["pct_of_matmul_peak"], r.get("p50_ms", ""), r.get("p95_ms", ""), r.get("p99_ms", "")]
@@ -75,6 +76,13 @@ def markdown(result: dict[str, object]) -> str:
     lines += _table(["backbone", "images", "naive TF images/s", "onnxruntime + cache images/s", "speed-up", "warm re-run s", "cold s", "warm / cold", "one-time ONNX conversion s"], [
         [b["backbone"], b["images"], b["tensorflow_naive_images_per_s"], b["onnxruntime_cached_images_per_s"], b["speedup"],
          b["warm_seconds"], b["cold_seconds"], b["warm_over_cold"], b["onnx_conversion_seconds_once"]]
+    ])
+    t = result["training_rerun"]
+    lines += ["", f"`train-model {t['data']}` with default settings ({t['views']} views), run twice on one fresh cache:", ""]
+    lines += _table(["run", "whole run s", "bottleneck phase s", "features computed"], [
+        ["cold", t["cold_seconds"], t["cold_bottleneck_seconds"], "all"],
+        ["warm", t["warm_seconds"], t["warm_bottleneck_seconds"], t["warm_computed"]],
+        ["warm / cold", t["whole_run_warm_over_cold"], t["bottleneck_warm_over_cold"], ""],
     ])
     lines += ["", "## classify on a folder (decode + preprocess + inference)", ""]
     lines += _table(["views", "images", "images/s", "wall s", "decode s (1 thread)", "inference s", "decode share"], [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bottleneck_speed import measure_bottlenecks
+from benchmarks.bottleneck_speed import measure_bottlenecks, measure_training_rerun
 from benchmarks.classify_folder import measure_classify_folder
 from benchmarks.environment import environment
 from benchmarks.flops import matmul_peak_gflops, model_flops_per_image
@@ -35,14 +35,18 @@ class SuiteConfig:
     startup_repeats: int = 5
     matmul_size: int = 2048
     data_dir: Path = REPO / "assets"
+    train_data_dir: Path = REPO / "assets"
     heavy_backbones: tuple[str, ...] = ("inception_v3", "resnet_v2_50", "resnet_v2_101")
     default_views: int = field(default=TrainConfig.views)
 
 
-FULL = SuiteConfig(backbones=[
-    BackboneChoice("mobilenet_v2", "bundled"), BackboneChoice("inception_v3", "bundled"),
-    BackboneChoice("resnet_v2_50", "none"), BackboneChoice("resnet_v2_101", "none"),
-])
+FULL = SuiteConfig(
+    backbones=[
+        BackboneChoice("mobilenet_v2", "bundled"), BackboneChoice("inception_v3", "bundled"),
+        BackboneChoice("resnet_v2_50", "none"), BackboneChoice("resnet_v2_101", "none"),
+    ],
+    matmul_size=4096,
+)
 QUICK = SuiteConfig(
     backbones=[BackboneChoice("mobilenet_v2", "bundled"), BackboneChoice("inception_v3", "bundled")],
     min_seconds=1.0, bottleneck_images=160, startup_repeats=3,
@@ -55,8 +59,8 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
     images = list(find_images(config.data_dir))
     images = [images[i] for i in np.linspace(0, len(images) - 1, min(len(images), config.bottleneck_images)).astype(int)]
     log(f"matmul peak ({config.matmul_size}x{config.matmul_size} fp32)")
-    peak = matmul_peak_gflops(config.matmul_size, config.min_seconds)
-    result: dict[str, object] = {"environment": env, "matmul_peak": peak, "inference": [], "int8": INT8_NOTE}
+    peak_before = matmul_peak_gflops(config.matmul_size, config.min_seconds)
+    result: dict[str, object] = {"environment": env, "inference": [], "int8": INT8_NOTE}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         models = []
@@ -67,14 +71,18 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
             pixels = np.stack([load_for_model(path, model.input_size) for path in images[:32]])
             flops = model_flops_per_image(model.onnx_path)
             log(f"inference: {choice.arch}, {flops / 1e9:.2f} GFLOP per image")
-            result["inference"] += measure_inference(
-                model, pixels, config.batch_sizes, config.latency_runs, config.min_seconds, flops, peak["peak_gflops"]
-            )
+            result["inference"] += measure_inference(model, pixels, config.batch_sizes, config.latency_runs, config.min_seconds, flops)
         result["speedups"] = speedups(result["inference"])
+        log("matmul peak again (the machine is shared: the larger of the two counts)")
+        result["matmul_peak"] = _peak(peak_before, matmul_peak_gflops(config.matmul_size, config.min_seconds))
+        for row in result["inference"]:
+            row["pct_of_matmul_peak"] = 100 * row["images_per_s"] * row["gflops_per_image"] / result["matmul_peak"]["peak_gflops"]
 
         first = models[0]
         log(f"bottleneck phase: {first.choice.arch} on {len(images)} images")
         result["bottleneck"] = measure_bottlenecks(first.choice, images, folder / "workspace")
+        log(f"train-model twice on {config.train_data_dir} (default settings): cold, then warm cache")
+        result["training_rerun"] = measure_training_rerun(config.train_data_dir, folder / "train-workspace", folder / "trained.onnx")
         default_model = build(first.choice, folder, images, views=config.default_views) if config.default_views != 1 else first
         log("classify a folder")
         folder_models = [first] if default_model is first else [first, default_model]
@@ -91,10 +99,16 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
     for section in ("inference", "speedups", "session_settings", "classify_folder"):
         for row in result[section]:
             row["environment"] = env
-    for section in ("bottleneck", "cold_start", "matmul_peak"):
+    for section in ("bottleneck", "training_rerun", "cold_start", "matmul_peak"):
         result[section]["environment"] = env
     result["targets"] = targets(result, config)
     return result
+
+
+def _peak(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The best matmul rate seen before and after the inference measurements."""
+    best = max((before, after), key=lambda measured: measured["peak_gflops"])
+    return {**best, "peak_gflops_before": before["peak_gflops"], "peak_gflops_after": after["peak_gflops"]}
 
 
 def _target(name: str, measured: float, goal: float, higher_is_better: bool = True) -> dict[str, object]:
@@ -114,7 +128,11 @@ def targets(result: dict[str, object], config: SuiteConfig) -> list[dict[str, ob
             ))
     bottleneck = result["bottleneck"]
     found.append(_target("bottleneck phase: onnxruntime + decode-ahead / naive TensorFlow loop (images/s)", bottleneck["speedup"], 1.5))
-    found.append(_target("bottleneck phase: warm-cache re-run time / cold run time", bottleneck["warm_over_cold"], 0.05, higher_is_better=False))
+    rerun = result["training_rerun"]
+    found.append(_target(
+        "train-model re-run on a warm cache: bottleneck-phase time / cold run's", rerun["bottleneck_warm_over_cold"], 0.05,
+        higher_is_better=False,
+    ))
     for row in result["inference"]:
         if row["engine"] == "onnxruntime" and row["batch"] == 32 and row["backbone"] in config.heavy_backbones:
             found.append(_target(f"{row['backbone']}: onnxruntime fp32 at batch 32, % of measured matmul peak", row["pct_of_matmul_peak"], 60.0))

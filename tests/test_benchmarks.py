@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,9 +24,9 @@ TINY = SuiteConfig(
 )
 
 
-def test_tiny_benchmark_run_writes_every_section_and_computed_targets(assets_dir: Path, tmp_path: Path) -> None:
-    result = run_suite(TINY, log=lambda line: None)
-    paths = write_results(result, tmp_path)
+def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_dataset: Path, tmp_path: Path) -> None:
+    result = run_suite(dataclasses.replace(TINY, train_data_dir=small_dataset), log=lambda line: None)
+    paths = write_results(result, tmp_path / "results")
     assert [path.name for path in paths] == ["results.json", "results.md", PLOT_FILE]
     assert paths[2].read_bytes().startswith(b"\x89PNG")
     saved = json.loads(paths[0].read_text())
@@ -36,6 +37,7 @@ def test_tiny_benchmark_run_writes_every_section_and_computed_targets(assets_dir
     assert all(row["runs"] == 50 and row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] for row in batch_one)
     assert all(row["environment"]["cores"] >= 1 and row["environment"]["cpu"] for row in saved["inference"])
     assert saved["bottleneck"]["cold_computed"] == 6 and saved["bottleneck"]["warm_computed"] == 0
+    assert saved["training_rerun"]["warm_computed"] == 0
     assert [row["views"] for row in saved["classify_folder"]] == [1, 2]
     assert saved["cold_start"]["classify_one_image"]["seconds"] > 0 and saved["cold_start"]["import_runtime_seconds"] > 0
     assert any(row["default"] for row in saved["session_settings"])

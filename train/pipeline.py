@@ -81,11 +81,12 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     )
     extractor = backbone.build_extractor()
     cache = BottleneckCache(config.workspace, backbone)
+    extract = onnx_extractor(extractor, cache.directory)
+    bottleneck_started = time.perf_counter()
     bottlenecks = compute_bottlenecks(
-        [image.path for image in dataset.images], onnx_extractor(extractor, cache.directory), cache, backbone.input_size, views,
-        config.bottleneck_batch_size, console,
+        [image.path for image in dataset.images], extract, cache, backbone.input_size, views, config.bottleneck_batch_size, console
     )
-    bottleneck_seconds = time.perf_counter() - started
+    bottleneck_seconds = time.perf_counter() - bottleneck_started
     usable = [image for image in dataset.images if image.path in bottlenecks.features]
 
     def arrays(split: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
