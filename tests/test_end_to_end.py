@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,10 @@ from runtime.imaging import load_for_model  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def train(data: Path, workspace: Path, model: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `train-model` as a user would; defaults: MobileNetV2 with its bundled ImageNet weights."""
     command = [sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace), *extra]
-    return subprocess.run(command, capture_output=True, text=True)
+    return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
 def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path: Path) -> None:
@@ -82,3 +83,14 @@ def test_bad_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:
     done = train(tmp_path / "missing", tmp_path / "cache", tmp_path / "m.onnx")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: ") and "missing" in done.stderr
+
+
+def test_keras_imagenet_download_failure_names_the_offline_backbones(small_dataset: Path, tmp_path: Path) -> None:
+    # No internet, made certain without touching the code: every HTTP(S) request goes to a closed local
+    # port, and an empty KERAS_HOME holds no previously downloaded weights.
+    offline = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "KERAS_HOME": str(tmp_path / "keras")}
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--arch", "resnet_v2_50", "--weights", "imagenet", env=offline)
+    assert done.returncode == 2 and not (tmp_path / "m.onnx").exists()
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: resnet_v2_50: cannot download Keras ImageNet weights")
+    assert "--arch inception_v3 or --arch mobilenet_v2 (bundled weights)" in error
