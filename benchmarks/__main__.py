@@ -2,7 +2,7 @@
 
 Writes DIR/results.json (every figure, a `targets` list, the machine and versions on every row),
 DIR/results.md (tables) and DIR/latency_vs_batch.png. `--quick` measures fewer backbones for less time
-(under 5 minutes on 2 cores). Accuracy has its own command: `python -m benchmarks.accuracy`.
+(under 5 minutes on 2 cores) and writes to benchmarks/results/quick/ unless --out says otherwise. Accuracy has its own command: `python -m benchmarks.accuracy`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer backbones, shorter timings (< 5 minutes)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the result files")
+    parser.add_argument("--out", type=Path, help="folder for the result files (default benchmarks/results, or its quick/ folder)")
     args = parser.parse_args(argv)
+    out = args.out or REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
     result = run_suite(QUICK if args.quick else FULL, log=lambda line: print(line, file=sys.stderr, flush=True))
     result["command"] = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
-    for path in write_results(result, args.out):
+    for path in write_results(result, out):
         print(f"wrote {path}", file=sys.stderr)
 
 
