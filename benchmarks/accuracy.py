@@ -3,7 +3,7 @@
     python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--views 1 8] [--out DIR]
 
 Data sets: the bundled `assets/` sample and, when present, `../shared/data/ozgenel-crack` (skipped with a
-note otherwise). Each seed changes the split and the head's initialisation; the bottleneck cache is shared,
+note otherwise). Each seed changes the split; the bottleneck cache is shared,
 so features are computed once per backbone.
 """
 
@@ -24,7 +24,6 @@ from rich.console import Console
 
 from benchmarks.environment import environment
 from train.backbones import DEFAULT_ARCH
-from train.head import HeadConfig
 from train.pipeline import TrainConfig, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +47,7 @@ def measure(archs: list[str], view_counts: list[int], seeds: list[int], workspac
             for arch, views, seed in itertools.product(archs, view_counts, seeds):
                 config = TrainConfig(
                     data_dir=folder, export=Path(scratch) / "model.onnx", arch=arch, weights=None,
-                    workspace=workspace, views=views, head=HeadConfig(seed=seed),
+                    workspace=workspace, views=views, seed=seed,
                 )
                 result = run(config, console=quiet)
                 keras.backend.clear_session()  # one process runs many trainings: free each one's graphs

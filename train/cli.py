@@ -69,7 +69,7 @@ def train_model(
         help="Inverse L2 strengths C to try for the logistic-regression head; validation picks one.",
     ),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
-    seed: int = typer.Option(HeadConfig.seed, "--seed", help="Seed for the split and random weights."),
+    seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for the split and random weights."),
 ) -> None:
     """Train on DATA_DIR and export one ONNX file plus MODEL.report.json."""
     config = TrainConfig(
@@ -83,7 +83,8 @@ def train_model(
         group_pattern=group_pattern,
         workspace=workspace,
         views=views,
-        head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights, seed=seed),
+        seed=seed,
+        head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights),
     )
     try:
         run(config)

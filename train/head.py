@@ -37,7 +37,6 @@ class HeadConfig:
     c_values: Sequence[float] = C_GRID
     class_weights: bool = True
     max_iterations: int = 1000
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def train_head(
     c_values = sorted(config.c_values) if has_validation else [DEFAULT_C]
     solver = LogisticRegression(
         C=c_values[0], class_weight="balanced" if config.class_weights else None, max_iter=config.max_iterations,
-        warm_start=True, random_state=config.seed,
+        warm_start=True,
     )
     candidates, best = [], None
     for c in c_values:

@@ -48,6 +48,7 @@ class TrainConfig:
     workspace: Path = Path(".retrain-cache")
     bottleneck_batch_size: int = 32
     views: int = 8
+    seed: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
@@ -69,7 +70,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train, evaluate and export as `config` says; print progress to `console`."""
     console = console or Console(soft_wrap=True, highlight=False)
     started = time.perf_counter()
-    seed = config.head.seed
+    seed = config.seed
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
     _print_counts(dataset, console)
 
