@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.models import BenchModel
-from benchmarks.timing import latency_ms, throughput
+from benchmarks.timing import batch_of, latency_ms, throughput
 from runtime import Classifier
 
 ENGINES = ("onnxruntime", "tensorflow")
@@ -34,7 +34,7 @@ def measure_inference(
     }
     rows = []
     for batch_size in batch_sizes:
-        batch = np.ascontiguousarray(np.resize(pixels, (batch_size, *pixels.shape[1:])))
+        batch = batch_of(pixels, batch_size)
         for engine in ENGINES:
             call = calls[engine]
             rate = throughput(lambda: call(batch), batch_size, min_seconds)

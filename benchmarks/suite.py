@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ class SuiteConfig:
     data_dir: Path = REPO / "assets"
     train_data_dir: Path = REPO / "assets"
     heavy_backbones: tuple[str, ...] = ("inception_v3", "resnet_v2_50", "resnet_v2_101")
-    default_views: int = field(default=TrainConfig.views)
+    default_views: int = TrainConfig.views
 
 
 FULL = SuiteConfig(
@@ -63,12 +63,13 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
     result: dict[str, object] = {"environment": env, "inference": [], "int8": INT8_NOTE}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        models = []
+        models, pixel_pools = [], []
         for choice in config.backbones:
             log(f"exporting {choice.arch} ({choice.weights} weights)")
             model = build(choice, folder, images, views=1)
             models.append(model)
             pixels = np.stack([load_for_model(path, model.input_size) for path in images[:32]])
+            pixel_pools.append(pixels)
             flops = model_flops_per_image(model.onnx_path)
             log(f"inference: {choice.arch}, {flops / 1e9:.2f} GFLOP per image")
             result["inference"] += measure_inference(model, pixels, config.batch_sizes, config.latency_runs, config.min_seconds, flops)
@@ -88,8 +89,7 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
         folder_models = [first] if default_model is first else [first, default_model]
         result["classify_folder"] = [measure_classify_folder(model.onnx_path, images) for model in folder_models]
         log("session settings")
-        first_pixels = np.stack([load_for_model(path, first.input_size) for path in images[:32]])
-        result["session_settings"] = measure_settings(first.onnx_path, first_pixels, config.latency_runs, config.min_seconds)
+        result["session_settings"] = measure_settings(first.onnx_path, pixel_pools[0], config.latency_runs, config.min_seconds)
         log("cold start")
         saved_model = export_saved_model(default_model.keras_model, folder / "saved_model")
         result["cold_start"] = {

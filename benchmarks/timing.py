@@ -8,6 +8,11 @@ from collections.abc import Callable
 import numpy as np
 
 
+def batch_of(pixels: np.ndarray, size: int) -> np.ndarray:
+    """A contiguous batch of `size` images taken from `pixels` in turn (repeating them when there are fewer)."""
+    return np.ascontiguousarray(np.resize(pixels, (size, *pixels.shape[1:])))
+
+
 def latency_ms(call: Callable[[], object], runs: int, warmup: int = 5) -> dict[str, float]:
     """p50, p95 and p99 of `runs` timed calls of `call`, in milliseconds."""
     for _ in range(warmup):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.timing import latency_ms, throughput
+from benchmarks.timing import batch_of, latency_ms, throughput
 from runtime import Classifier, SessionSettings
 
 
@@ -18,7 +18,7 @@ def measure_settings(onnx_path: Path, pixels: np.ndarray, latency_runs: int, min
         SessionSettings(intra_op_threads=threads, optimization=level)
         for threads in sorted({1, cores}) for level in ("basic", "all")
     ]
-    batch = np.ascontiguousarray(np.resize(pixels, (32, *pixels.shape[1:])))
+    batch = batch_of(pixels, 32)
     rows = []
     for settings in grid:
         classifier = Classifier(onnx_path, providers="cpu", settings=settings)
