@@ -37,6 +37,13 @@ class ModelMetadata:
     test_metrics: dict[str, Any] = field(default_factory=dict)
     #: Symmetry views the model averages over inside its graph (informational: the runtime does nothing).
     views: int = 1
+    #: Number format of the weights and arithmetic: "fp32", "int8" or "fp16" (inputs are uint8 in all).
+    precision: str = "fp32"
+    #: How the training data was split (proportions, seed, label source, group pattern), so tools that
+    #: evaluate the model later (`quantize-model`) can rebuild the same test split.
+    split: dict[str, Any] = field(default_factory=dict)
+    #: For an int8 or fp16 model: how it was made from the fp32 model and what that cost on the test split.
+    conversion: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -58,6 +65,9 @@ class ModelMetadata:
             "weights": self.weights,
             "preprocessing": self.preprocessing,
             "views": str(self.views),
+            "precision": self.precision,
+            "split": json.dumps(self.split),
+            "conversion": json.dumps(self.conversion),
             "toolkit_version": self.toolkit_version,
             "trained_at": self.trained_at,
             "test_metrics": json.dumps(self.test_metrics),
@@ -84,6 +94,9 @@ class ModelMetadata:
                 trained_at=props["trained_at"],
                 test_metrics=json.loads(props.get("test_metrics", "{}")),
                 views=int(props.get("views", "1")),
+                precision=props.get("precision", "fp32"),
+                split=json.loads(props.get("split", "{}")),
+                conversion=json.loads(props.get("conversion", "{}")),
             )
         except KeyError as error:
             raise ModelError(path, f"model metadata lacks the key {error.args[0]!r}") from error

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 if importlib.util.find_spec("tensorflow") is None:
     sys.exit("error: train-model needs TensorFlow; install the train extra: pip install 'retrain-onnx[train]'")
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -18,10 +19,18 @@ import typer
 from runtime.errors import RetrainOnnxError
 from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
+from train.edge import EdgeConfig
+from train.edge_cli import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION
 from train.head import C_GRID, HeadConfig
 from train.pipeline import TrainConfig, run
 
 EXIT_ERROR = 2
+
+
+class Precision(str, Enum):
+    """Quantized formats `--quantize` can write."""
+
+    int8 = "int8"
 
 app = typer.Typer(add_completion=False, help="Train an image classifier by transfer learning and export it to ONNX.")
 
@@ -70,6 +79,11 @@ def train_model(
     ),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for the split and random weights."),
+    quantize: Optional[Precision] = typer.Option(None, "--quantize", help="Also write MODEL.int8.onnx, checked on the test split."),
+    half: bool = HALF_OPTION,
+    calibration_images: int = CALIBRATION_OPTION,
+    tolerance: float = TOLERANCE_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Train on DATA_DIR and export one ONNX file plus MODEL.report.json."""
     config = TrainConfig(
@@ -85,6 +99,9 @@ def train_model(
         views=views,
         seed=seed,
         head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights),
+        edge=EdgeConfig(
+            int8=quantize is Precision.int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force
+        ),
     )
     try:
         run(config)

@@ -21,6 +21,7 @@ import tf2onnx
 from runtime.errors import RetrainOnnxError
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
 from train.atomic import atomic_output
+from train.onnx_metadata import write_metadata
 from train.views import MeanOverViews, StackViews, View
 
 #: ONNX opset of exported models (onnxruntime >= 1.13 runs it; tf2onnx's well-tested range).
@@ -72,8 +73,7 @@ def export_onnx(
     """
     path = Path(path)
     proto = convert(model, metadata.input_size, _classifier_outputs)
-    for key, value in metadata.to_props().items():
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    write_metadata(proto, metadata)
     proto.doc_string = f"retrain-onnx classifier: {metadata.backbone} + softmax head, labels {metadata.labels}"
     try:
         onnx.checker.check_model(proto, full_check=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from train.backbones import DEFAULT_ARCH, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset
+from train.edge import EdgeConfig, make_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
 from train.extractor import onnx_extractor
@@ -50,6 +51,8 @@ class TrainConfig:
     views: int = 8
     seed: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
+    #: int8 / fp16 variants written next to the fp32 model (none by default).
+    edge: EdgeConfig = field(default_factory=lambda: EdgeConfig(int8=False, fp16=False))
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,12 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         weights=backbone.weights_identity,
         preprocessing=backbone.preprocessing.name,
         views=len(views),
+        split={
+            "proportions": list(config.split),
+            "seed": seed,
+            "labels_from": config.labels_from.value,
+            "group_pattern": config.group_pattern,
+        },
         toolkit_version=__version__,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},
@@ -148,6 +157,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     console.print(f"Report: {report_path}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
+    if config.edge.precisions:
+        report["edge_variants"] = make_variants(exported.path, dataset, replace(config.edge, seed=seed), console)
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
 
 

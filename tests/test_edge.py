@@ -1,0 +1,105 @@
+"""Edge variants: int8 and fp16 models made from a small real model, loaded by the runtime, and the gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+onnx = pytest.importorskip("onnx")
+
+from runtime import Classifier  # noqa: E402
+from train.data import LabeledImage, load_dataset  # noqa: E402
+from train.edge import calibration_sample  # noqa: E402
+from train.int8 import shorten_names  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def _run(tool: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> Path:
+    """Bundled MobileNetV2 at 96 px, one view, trained on assets/ with --quantize int8 --half."""
+    folder = tmp_path_factory.mktemp("edge")
+    result = _run("train-model", assets_dir, "--views", 1, "--image-size", 96, "--workspace", folder / "cache",
+                  "--export", folder / "model.onnx", "--quantize", "int8", "--half")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder / "model.onnx"
+
+
+def _test_split(assets_dir: Path) -> list[Path]:
+    return [image.path for image in load_dataset(assets_dir).split("test")]
+
+
+def test_int8_model_loads_in_the_runtime_and_agrees_with_fp32(small_model: Path, assets_dir: Path) -> None:
+    int8_path = small_model.with_name("model.int8.onnx")
+    fp32, int8 = Classifier(small_model, providers="cpu"), Classifier(int8_path, providers="cpu")
+    assert int8.metadata.precision == "int8" and int8.labels == fp32.labels
+    assert int8_path.stat().st_size <= 0.30 * small_model.stat().st_size
+    test_images = _test_split(assets_dir)
+    fp32_labels = [p.label for p in fp32.predict_batch(test_images)]
+    int8_labels = [p.label for p in int8.predict_batch(test_images)]
+    agreement = np.mean([a == b for a, b in zip(fp32_labels, int8_labels)])
+    assert agreement >= 0.95
+    conversion = int8.metadata.conversion
+    assert conversion["agreement"] == pytest.approx(agreement)
+    assert conversion["test_images"] == len(test_images) and conversion["calibration_images"] >= 96
+    report = json.loads(small_model.with_name("model.int8.report.json").read_text())
+    assert report["agreement"] == pytest.approx(agreement) and report["test"]["images"] == len(test_images)
+    assert [variant["precision"] for variant in json.loads(small_model.with_name("model.report.json").read_text())["edge_variants"]] == ["int8", "fp16"]
+
+
+def test_fp16_model_keeps_uint8_input_and_float32_output(small_model: Path, assets_dir: Path) -> None:
+    half = Classifier(small_model.with_name("model.fp16.onnx"), providers="cpu")
+    assert half.metadata.precision == "fp16"
+    prediction = half.predict(assets_dir / "CD" / "7001-115.jpg")
+    assert isinstance(prediction.score, float) and abs(sum(prediction.probabilities.values()) - 1) < 1e-3
+    assert half.metadata.conversion["agreement"] >= 0.95
+
+
+def test_gate_refuses_with_negative_tolerance_and_writes_nothing(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    model = shutil.copy(small_model, tmp_path / "model.onnx")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "model.int8.onnx" in message[0] and "not written" in message[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_force_writes_a_refused_model_and_says_so(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    model = shutil.copy(small_model, tmp_path / "model.onnx")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "written because of --force" in result.stdout
+    assert Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion["forced"] is True
+
+
+def test_quantize_model_rejects_a_folder_with_other_classes(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    for label, source in (("cat", "CD"), ("dog", "UD")):
+        shutil.copytree(assets_dir / source, tmp_path / "data" / label)
+    result = _run("quantize-model", small_model, "--calibrate", tmp_path / "data")
+    assert result.returncode == 2 and "differ from the model's labels" in result.stderr
+
+
+def test_calibration_sample_is_stratified_and_reproducible() -> None:
+    images = [LabeledImage(Path(f"{label}{i}.jpg"), f"{label}{i}.jpg", label, "train") for label, count in (("a", 300), ("b", 100)) for i in range(count)]
+    sample = calibration_sample(images, 100, seed=0)
+    assert sum(image.label == "a" for image in sample) == 75 and sum(image.label == "b" for image in sample) == 25
+    assert sample == calibration_sample(images, 100, seed=0) != calibration_sample(images, 100, seed=1)
+
+
+def test_shorten_names_keeps_inputs_and_outputs(small_model: Path) -> None:
+    proto = onnx.load(small_model.with_name("model.int8.onnx"))
+    shorten_names(proto.graph)
+    assert [value.name for value in proto.graph.input] == ["image"]
+    assert {value.name for value in proto.graph.output} == {"probabilities", "label_index"}
+    onnx.checker.check_model(proto)

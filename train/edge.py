@@ -1,0 +1,187 @@
+"""Edge variants of an exported model: int8 (CPU) and fp16 (GPU), each checked on the test split.
+
+For each variant: convert into a temporary file beside the target, classify the same held-out test
+images with the fp32 model and the variant through the runtime, compare accuracy, balanced accuracy
+and agreement (share of identical predictions), and refuse (nothing written) when the variant loses
+more than the tolerance, unless forced. The comparison goes into the variant's metadata
+(`conversion`) and into `VARIANT.report.json`. Used by `train-model --quantize int8 --half` and by
+`quantize-model`; needs onnx and onnxruntime, not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from rich.console import Console
+
+from runtime import Classifier
+from runtime.errors import RetrainOnnxError
+from runtime.imaging import load_for_model
+from runtime.metadata import ModelMetadata
+from train.atomic import atomic_output, write_atomically
+from train.data import Dataset, LabeledImage
+from train.evaluate import evaluate
+from train.fp16 import convert_fp16
+from train.int8 import quantize_int8
+from train.onnx_metadata import write_metadata
+
+#: Training images used to calibrate int8 activation ranges.
+CALIBRATION_IMAGES = 100
+#: Largest accepted accuracy loss of a variant, in percentage points.
+TOLERANCE_POINTS = 1.0
+PRECISIONS = ("int8", "fp16")
+
+
+class AccuracyGateError(RetrainOnnxError):
+    """A variant lost more accuracy than allowed; it was not written."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Which variants to make and how strictly to check them."""
+
+    int8: bool = True
+    fp16: bool = False
+    calibration_images: int = CALIBRATION_IMAGES
+    tolerance_points: float = TOLERANCE_POINTS
+    force: bool = False
+    seed: int = 0
+
+    @property
+    def precisions(self) -> list[str]:
+        """The variants asked for, in the order they are made."""
+        return [name for name, wanted in zip(PRECISIONS, (self.int8, self.fp16)) if wanted]
+
+
+def variant_path(model_path: Path, precision: str) -> Path:
+    """`model.onnx` -> `model.int8.onnx` / `model.fp16.onnx`."""
+    return model_path.with_name(f"{model_path.stem}.{precision}{model_path.suffix}")
+
+
+def calibration_sample(images: Sequence[LabeledImage], count: int, seed: int) -> list[LabeledImage]:
+    """`count` images drawn per class in proportion to its size (at least one each), reproducibly."""
+    by_label: dict[str, list[LabeledImage]] = {}
+    for image in images:
+        by_label.setdefault(image.label, []).append(image)
+    rng = random.Random(seed)
+    sample = []
+    for label, members in sorted(by_label.items()):
+        quota = max(1, round(count * len(members) / len(images)))
+        sample += rng.sample(members, min(quota, len(members)))
+    return sample
+
+
+def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, console: Console) -> list[dict[str, object]]:
+    """Make, check and write each variant `config` asks for; return one summary per written variant.
+
+    Raises `AccuracyGateError` (after writing the variants checked before it) when a variant loses more
+    than `config.tolerance_points` of accuracy or balanced accuracy and `config.force` is off.
+    """
+    reference = Classifier(model_path, providers="cpu")
+    test = dataset.split("test")
+    if not test:
+        raise RetrainOnnxError(f"{dataset.root}: the test split is empty; cannot check edge variants")
+    files, fp32_probabilities = _classify(reference, [image.path for image in test])
+    by_path = {str(image.path): image for image in test}
+    truth = np.array([dataset.labels.index(by_path[file].label) for file in files])
+    relative = [by_path[file].relative for file in files]
+    fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative)
+    calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
+    summaries = []
+    for precision in config.precisions:
+        target = variant_path(model_path, precision)
+        started = time.perf_counter()
+        with atomic_output(target) as temporary:
+            conversion = _convert(precision, model_path, temporary, calibration, reference.input_size, console)
+            _stamp(temporary, replace(reference.metadata, precision=precision, conversion={}))
+            _, probabilities = _classify(Classifier(temporary, providers="cpu"), files)
+            report = evaluate(probabilities, truth, dataset.labels, relative)
+            comparison = compare(fp32_report, report, fp32_probabilities, probabilities)
+            summary = {
+                "precision": precision,
+                "model": str(target),
+                "source": {"model": model_path.name, "sha256": _sha256(model_path), "bytes": model_path.stat().st_size},
+                "bytes": temporary.stat().st_size,
+                "size_vs_fp32": round(temporary.stat().st_size / model_path.stat().st_size, 4),
+                **conversion,
+                **comparison,
+                "tolerance_points": config.tolerance_points,
+                "forced": False,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            if comparison["loss_points"] > config.tolerance_points:
+                message = (
+                    f"{target}: {precision} loses {comparison['loss_points']:.2f} points of accuracy on "
+                    f"{len(files)} test images (fp32 {fp32_report['accuracy']:.4f} -> {report['accuracy']:.4f}, "
+                    f"balanced {fp32_report['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
+                    f"the tolerance of {config.tolerance_points:g}; not written (--force writes it anyway)"
+                )
+                if not config.force:
+                    raise AccuracyGateError(message)
+                console.print(f"[yellow]warning:[/] {message.replace('; not written (--force writes it anyway)', '; written because of --force')}")
+                summary["forced"] = True
+            _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary))
+        write_atomically(target.with_name(f"{target.stem}.report.json"), json.dumps({**summary, "test": report}, indent=2).encode())
+        console.print(
+            f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
+            f"(fp32 {fp32_report['accuracy']:.4f}) | balanced {report['balanced_accuracy']:.4f} "
+            f"(fp32 {fp32_report['balanced_accuracy']:.4f}) | agreement {comparison['agreement']:.1%} on {len(files)} images"
+        )
+        summaries.append(summary)
+    return summaries
+
+
+def compare(fp32: dict, variant: dict, fp32_probabilities: np.ndarray, probabilities: np.ndarray) -> dict[str, object]:
+    """Accuracy of both models, agreement, and the loss in points (the larger of the two metrics' drops)."""
+    loss = max(fp32["accuracy"] - variant["accuracy"], fp32["balanced_accuracy"] - variant["balanced_accuracy"])
+    return {
+        "test_images": int(len(probabilities)),
+        "fp32": {"accuracy": fp32["accuracy"], "balanced_accuracy": fp32["balanced_accuracy"]},
+        "variant": {"accuracy": variant["accuracy"], "balanced_accuracy": variant["balanced_accuracy"]},
+        "agreement": float(np.mean(fp32_probabilities.argmax(axis=1) == probabilities.argmax(axis=1))),
+        "max_abs_probability_difference": float(np.abs(fp32_probabilities - probabilities).max()),
+        "loss_points": round(100 * loss, 4),
+    }
+
+
+def _convert(
+    precision: str, source: Path, target: Path, calibration: list[LabeledImage], size: tuple[int, int], console: Console
+) -> dict[str, object]:
+    if precision == "fp16":
+        convert_fp16(source, target)
+        return {"method": "onnxruntime float16 converter, uint8 input and float32 outputs kept"}
+    console.print(f"int8: calibrating on {len(calibration)} training images (stratified), QDQ, per-channel weights")
+    pixels = [load_for_model(image.path, size) for image in calibration]
+    kept = quantize_int8(source, target, pixels)
+    return {
+        "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min/max calibration",
+        "calibration_images": len(pixels),
+        "float32_nodes": kept,
+    }
+
+
+def _classify(classifier: Classifier, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
+    """Probabilities for the decodable `paths` (undecodable ones are left out), with their file names."""
+    results = [result for result in classifier.classify_files(paths) if result.prediction is not None]
+    labels = classifier.labels
+    probabilities = np.array([[result.prediction.probabilities[label] for label in labels] for result in results], np.float32)
+    return [result.file for result in results], probabilities
+
+
+def _stamp(path: Path, metadata: ModelMetadata) -> None:
+    proto = onnx.load(path)
+    write_metadata(proto, metadata)
+    onnx.save(proto, path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
