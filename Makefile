@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test runtime-wheel clean
 
 setup: $(STAMP)
 
@@ -21,5 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+runtime-wheel:  # dist/retrain_onnx_runtime-*.whl: the runtime alone (no TensorFlow, no tf2onnx)
+	$(PYTHON) packaging/build_runtime_wheel.py dist
+
 clean:
-	rm -rf $(VENV) .retrain-cache model.onnx model.report.json build *.egg-info
+	rm -rf $(VENV) .retrain-cache model.onnx model.report.json build dist *.egg-info

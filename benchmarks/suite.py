@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bottleneck_speed import measure_bottlenecks, measure_training_rerun
+from benchmarks.accuracy import DATASETS
 from benchmarks.classify_folder import measure_classify_folder
+from benchmarks.edge import measure_edge
 from benchmarks.environment import environment
 from benchmarks.flops import matmul_peak_gflops, model_flops_per_image
 from benchmarks.inference import measure_inference, speedups
@@ -20,7 +22,6 @@ from runtime.imaging import find_images, load_for_model
 from train.pipeline import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-INT8_NOTE = "int8 models come with the edge-export issue (quantize-model); not measured yet"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class SuiteConfig:
     train_data_dir: Path = REPO / "assets"
     heavy_backbones: tuple[str, ...] = ("inception_v3", "resnet_v2_50", "resnet_v2_101")
     default_views: int = TrainConfig.views
+    #: (name, folder) of the data sets the int8/fp16 variants are checked on, when the folder exists.
+    edge_datasets: tuple[tuple[str, Path], ...] = tuple(DATASETS.items())
 
 
 FULL = SuiteConfig(
@@ -49,7 +52,7 @@ FULL = SuiteConfig(
 )
 QUICK = SuiteConfig(
     backbones=[BackboneChoice("mobilenet_v2", "bundled"), BackboneChoice("inception_v3", "bundled")],
-    min_seconds=1.0, bottleneck_images=160, startup_repeats=3,
+    min_seconds=1.0, bottleneck_images=160, startup_repeats=3, edge_datasets=tuple(DATASETS.items())[:1],
 )
 
 
@@ -60,7 +63,7 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
     images = [images[i] for i in np.linspace(0, len(images) - 1, min(len(images), config.bottleneck_images)).astype(int)]
     log(f"matmul peak ({config.matmul_size}x{config.matmul_size} fp32)")
     peak_before = matmul_peak_gflops(config.matmul_size, config.min_seconds)
-    result: dict[str, object] = {"environment": env, "inference": [], "int8": INT8_NOTE}
+    result: dict[str, object] = {"environment": env, "inference": []}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         models, pixel_pools = [], []
@@ -96,7 +99,13 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
             "model": f"{first.choice.arch}, {default_model.views} views",
             **measure_startup(default_model.onnx_path, saved_model, images[0], default_model.input_size[0], config.startup_repeats),
         }
-    for section in ("inference", "speedups", "session_settings", "classify_folder"):
+        result["edge"] = []
+        for name, data_dir in config.edge_datasets:
+            if data_dir.is_dir():
+                log(f"edge variants (int8, fp16) of the default model on {name}")
+                workspace = folder / "train-workspace" if data_dir == config.train_data_dir else folder / f"edge-{len(result['edge'])}"
+                result["edge"] += measure_edge(name, data_dir, workspace, folder / "edge", config.min_seconds)
+    for section in ("inference", "speedups", "session_settings", "classify_folder", "edge"):
         for row in result[section]:
             row["environment"] = env
     for section in ("bottleneck", "training_rerun", "cold_start", "matmul_peak"):
@@ -111,9 +120,12 @@ def _peak(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     return {**best, "peak_gflops_before": before["peak_gflops"], "peak_gflops_after": after["peak_gflops"]}
 
 
-def _target(name: str, measured: float, goal: float, higher_is_better: bool = True) -> dict[str, object]:
-    met = measured >= goal if higher_is_better else measured < goal
-    return {"name": name, "measured": round(measured, 4), "goal": goal, "comparison": ">=" if higher_is_better else "<", "met": met}
+def _target(name: str, measured: float, goal: float, higher_is_better: bool = True, inclusive: bool = False) -> dict[str, object]:
+    if higher_is_better:
+        met, comparison = measured >= goal, ">="
+    else:
+        met, comparison = (measured <= goal, "<=") if inclusive else (measured < goal, "<")
+    return {"name": name, "measured": round(measured, 4), "goal": goal, "comparison": comparison, "met": met}
 
 
 def targets(result: dict[str, object], config: SuiteConfig) -> list[dict[str, object]]:
@@ -139,4 +151,9 @@ def targets(result: dict[str, object], config: SuiteConfig) -> list[dict[str, ob
     cold = result["cold_start"]
     found.append(_target(f"classify one image, cold process ({cold['model']}), seconds", cold["classify_one_image"]["seconds"], 1.5, higher_is_better=False))
     found.append(_target("import runtime, seconds", cold["import_runtime_seconds"], 0.3, higher_is_better=False))
+    for row in result["edge"]:
+        if row["precision"] == "int8":
+            found.append(_target(f"{row['data']}: int8 / fp32 throughput at batch 32", row["speed_vs_fp32"], 1.5))
+            found.append(_target(f"{row['data']}: int8 test accuracy loss, points", row["loss_points"], 1.0, higher_is_better=False, inclusive=True))
+            found.append(_target(f"{row['data']}: int8 file size / fp32", row["size_vs_fp32"], 0.30, higher_is_better=False, inclusive=True))
     return found

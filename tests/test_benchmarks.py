@@ -25,7 +25,8 @@ TINY = SuiteConfig(
 
 
 def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_dataset: Path, tmp_path: Path) -> None:
-    result = run_suite(dataclasses.replace(TINY, train_data_dir=small_dataset), log=lambda line: None)
+    tiny = dataclasses.replace(TINY, train_data_dir=small_dataset, edge_datasets=(("small", small_dataset),))
+    result = run_suite(tiny, log=lambda line: None)
     paths = write_results(result, tmp_path / "results")
     assert [path.name for path in paths] == ["results.json", "results.md", PLOT_FILE]
     assert paths[2].read_bytes().startswith(b"\x89PNG")
@@ -42,11 +43,14 @@ def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_data
     assert saved["cold_start"]["classify_one_image"]["seconds"] > 0 and saved["cold_start"]["import_runtime_seconds"] > 0
     assert any(row["default"] for row in saved["session_settings"])
 
-    assert len(saved["targets"]) == 7  # 2 speed-ups, 2 bottleneck, 1 peak share, 2 start-up
+    assert [row["precision"] for row in saved["edge"]] == ["fp32", "int8", "fp16"]
+    assert all(0 < row["size_vs_fp32"] <= 1 and row["images_per_s_batch32"] > 0 for row in saved["edge"])
+
+    assert len(saved["targets"]) == 10  # 2 speed-ups, 2 bottleneck, 1 peak share, 2 start-up, 3 int8
+    compare = {">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
     for target in saved["targets"]:
         assert set(target) == {"name", "measured", "goal", "comparison", "met"}
-        expected = target["measured"] >= target["goal"] if target["comparison"] == ">=" else target["measured"] < target["goal"]
-        assert target["met"] == expected
+        assert target["met"] == compare[target["comparison"]](float(target["measured"]), float(target["goal"]))
     markdown = paths[1].read_text()
     assert "## Targets" in markdown and "mobilenet_v2" in markdown and PLOT_FILE in markdown
 

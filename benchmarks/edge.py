@@ -1,0 +1,50 @@
+"""Edge variants against the fp32 model: test accuracy, agreement, throughput at batch 32 and file size.
+
+Each data set gets a default `train-model` run with `--quantize int8 --half --force` (forced so a variant
+the accuracy gate would refuse is still measured; the gate's verdict is kept in `forced`). Throughput goes
+through the runtime's `Classifier.predict_pixels` (same code path and memory bound for all variants).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from benchmarks.timing import batch_of, throughput
+from runtime import Classifier
+from runtime.imaging import load_for_model
+from train.edge import EdgeConfig, variant_path
+from train.pipeline import TrainConfig, run
+
+BATCH = 32
+
+
+def measure_edge(name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float) -> list[dict[str, object]]:
+    """One row per precision (fp32, int8, fp16) for the default model trained on `data_dir`."""
+    model_path = out_dir / f"{name}.onnx"
+    config = TrainConfig(data_dir=data_dir, export=model_path, workspace=workspace, edge=EdgeConfig(int8=True, fp16=True, force=True))
+    report = run(config, Console(file=io.StringIO())).report
+    fp32 = Classifier(model_path, providers="cpu")
+    test_files = [row["file"] for row in report["test"]["predictions"]][:BATCH]
+    pixels = batch_of(np.stack([load_for_model(data_dir / file, fp32.input_size) for file in test_files]), BATCH)
+    fp32_speed = throughput(lambda: fp32.predict_pixels(pixels), BATCH, min_seconds)
+    rows = [{
+        "data": name, "precision": "fp32", "views": fp32.metadata.views, "bytes": model_path.stat().st_size, "size_vs_fp32": 1.0,
+        "accuracy": report["test"]["accuracy"], "balanced_accuracy": report["test"]["balanced_accuracy"], "agreement": 1.0,
+        "loss_points": 0.0, "images_per_s_batch32": fp32_speed, "speed_vs_fp32": 1.0, "gate_passed": True,
+    }]
+    for variant in report["edge_variants"]:
+        precision = variant["precision"]
+        classifier = Classifier(variant_path(model_path, precision), providers="cpu")
+        speed = throughput(lambda: classifier.predict_pixels(pixels), BATCH, min_seconds)
+        rows.append({
+            "data": name, "precision": precision, "views": fp32.metadata.views, "bytes": variant["bytes"],
+            "size_vs_fp32": variant["size_vs_fp32"], "accuracy": variant["variant"]["accuracy"],
+            "balanced_accuracy": variant["variant"]["balanced_accuracy"], "agreement": variant["agreement"],
+            "loss_points": variant["loss_points"], "images_per_s_batch32": speed, "speed_vs_fp32": speed / fp32_speed,
+            "gate_passed": not variant["forced"], "float32_nodes": len(variant.get("float32_nodes", [])),
+        })
+    return rows
