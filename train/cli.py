@@ -16,16 +16,12 @@ from typing import Optional
 
 import typer
 
-from runtime.errors import RetrainOnnxError
 from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
 from train.edge import EdgeConfig
-from train.edge_cli import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION
+from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
 from train.head import C_GRID, HeadConfig
 from train.pipeline import TrainConfig, run
-
-EXIT_ERROR = 2
-
 
 class Precision(str, Enum):
     """Quantized formats `--quantize` can write."""
@@ -103,11 +99,8 @@ def train_model(
             int8=quantize is Precision.int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force
         ),
     )
-    try:
+    with exit_on_error():
         run(config)
-    except RetrainOnnxError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR)
 
 
 def main() -> None:

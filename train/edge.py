@@ -95,6 +95,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     relative = [by_path[file].relative for file in files]
     fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
+    source = {"model": model_path.name, "sha256": _sha256(model_path), "bytes": model_path.stat().st_size}
     summaries = []
     for precision in config.precisions:
         target = variant_path(model_path, precision)
@@ -108,9 +109,9 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
             summary = {
                 "precision": precision,
                 "model": str(target),
-                "source": {"model": model_path.name, "sha256": _sha256(model_path), "bytes": model_path.stat().st_size},
+                "source": source,
                 "bytes": temporary.stat().st_size,
-                "size_vs_fp32": round(temporary.stat().st_size / model_path.stat().st_size, 4),
+                "size_vs_fp32": round(temporary.stat().st_size / source["bytes"], 4),
                 **conversion,
                 **comparison,
                 "tolerance_points": config.tolerance_points,
@@ -118,15 +119,15 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
                 "seconds": round(time.perf_counter() - started, 1),
             }
             if comparison["loss_points"] > config.tolerance_points:
-                message = (
+                loss = (
                     f"{target}: {precision} loses {comparison['loss_points']:.2f} points of accuracy on "
                     f"{len(files)} test images (fp32 {fp32_report['accuracy']:.4f} -> {report['accuracy']:.4f}, "
                     f"balanced {fp32_report['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
-                    f"the tolerance of {config.tolerance_points:g}; not written (--force writes it anyway)"
+                    f"the tolerance of {config.tolerance_points:g}"
                 )
                 if not config.force:
-                    raise AccuracyGateError(message)
-                console.print(f"[yellow]warning:[/] {message.replace('; not written (--force writes it anyway)', '; written because of --force')}")
+                    raise AccuracyGateError(f"{loss}; not written (--force writes it anyway)")
+                console.print(f"[yellow]warning:[/] {loss}; written because of --force")
                 summary["forced"] = True
             _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary))
         write_atomically(target.with_name(f"{target.stem}.report.json"), json.dumps({**summary, "test": report}, indent=2).encode())

@@ -14,17 +14,9 @@ from rich.console import Console
 
 from runtime import Classifier
 from runtime.errors import RetrainOnnxError
+from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
 from train.data import DatasetError, LabelSource, load_dataset
-from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS, EdgeConfig, make_variants
-
-EXIT_ERROR = 2
-
-HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
-CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
-TOLERANCE_OPTION = typer.Option(
-    TOLERANCE_POINTS, "--tolerance", help="Largest test accuracy loss, in points, a variant may have before it is refused."
-)
-FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it loses more than --tolerance.")
+from train.edge import EdgeConfig, make_variants
 
 app = typer.Typer(add_completion=False, help="Make int8 / fp16 versions of an exported model and check them on its test split.")
 
@@ -41,27 +33,25 @@ def quantize_model(
 ) -> None:
     """Write MODEL.int8.onnx (and MODEL.fp16.onnx with --half) with a report beside each."""
     console = Console(soft_wrap=True, highlight=False)
-    try:
+    with exit_on_error():
         metadata = Classifier(model, providers="cpu").metadata
         split = metadata.split or {}
         if not split:
             console.print(f"note: {model} does not record its split; using train-model's defaults (70,15,15, seed 0)")
+        seed = int(split.get("seed", 0))
         dataset = load_dataset(
             calibrate,
             LabelSource(split.get("labels_from", LabelSource.folder.value)),
             tuple(split.get("proportions", (0.7, 0.15, 0.15))),
-            int(split.get("seed", 0)),
+            seed,
             split.get("group_pattern"),
         )
         if dataset.labels != metadata.labels:
             raise DatasetError(f"{calibrate}: classes {dataset.labels} differ from the model's labels {metadata.labels}")
-        config = EdgeConfig(int8=int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force, seed=int(split.get("seed", 0)))
+        config = EdgeConfig(int8=int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force, seed=seed)
         if not config.precisions:
             raise RetrainOnnxError("nothing to do: --no-int8 without --half")
         make_variants(model, dataset, config, console)
-    except RetrainOnnxError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR)
 
 
 def main() -> None:

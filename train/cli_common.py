@@ -1,0 +1,31 @@
+"""What `train-model` and `quantize-model` share: the error exit and the edge-variant options."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+
+from runtime.errors import RetrainOnnxError
+from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS
+
+#: Exit code of a run stopped by a `RetrainOnnxError` (bad data, refused variant, unusable model).
+EXIT_ERROR = 2
+
+HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
+CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
+TOLERANCE_OPTION = typer.Option(
+    TOLERANCE_POINTS, "--tolerance", help="Largest test accuracy loss, in points, a variant may have before it is refused."
+)
+FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it loses more than --tolerance.")
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a `RetrainOnnxError` into its one-line message on stderr and exit code `EXIT_ERROR`."""
+    try:
+        yield
+    except RetrainOnnxError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_ERROR)
