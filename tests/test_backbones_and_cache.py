@@ -11,6 +11,7 @@ pytest.importorskip("tensorflow")
 
 from train.backbones import REGISTRY, BackboneError, get_backbone  # noqa: E402
 from train.cache import BottleneckCache  # noqa: E402
+from train.extractor import EXTRACTOR_FILE, onnx_extractor  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -68,3 +69,27 @@ def test_cache_round_trip_and_damaged_entries(tmp_path: Path) -> None:
     assert not cache.path_for(key).exists()
     cache.put(key, np.zeros(7, dtype=np.float32))  # wrong length, e.g. from another backbone
     assert cache.get(key) is None
+
+
+def test_cache_checksum_catches_a_flipped_bit(tmp_path: Path) -> None:
+    """A damaged entry that still parses as a finite vector is caught by its checksum and removed."""
+    cache = BottleneckCache(tmp_path, get_backbone("mobilenet_v2", "none", (32, 32)))
+    key = "cd" * 32
+    cache.put(key, np.ones(1280, dtype=np.float32))
+    entry = bytearray(cache.path_for(key).read_bytes())
+    entry[len(entry) // 2] ^= 0x01  # inside the float data: 1.0 becomes another finite number
+    cache.path_for(key).write_bytes(bytes(entry))
+    assert cache.get(key) is None
+    assert not cache.path_for(key).exists()
+    cache.put(key, np.ones(1280, dtype=np.float32))
+    np.testing.assert_array_equal(cache.get(key), np.ones(1280, dtype=np.float32))
+
+
+def test_a_damaged_extractor_file_is_converted_again(tmp_path: Path) -> None:
+    extractor = get_backbone("mobilenet_v2", "none", (32, 32)).build_extractor()
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    expected = onnx_extractor(extractor, tmp_path)(pixels)
+    path = tmp_path / EXTRACTOR_FILE
+    path.write_bytes(path.read_bytes()[:1000])  # e.g. a copy cut short
+    np.testing.assert_allclose(onnx_extractor(extractor, tmp_path)(pixels), expected, rtol=1e-6)
+    assert path.stat().st_size > 1000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from train.data import DatasetError, LabelSource, label_from_filename, load_dataset
+from train.data import DatasetError, LabelSource, label_from_filename, load_dataset, minimum_images_per_class
 
 
 def test_labels_from_folders_on_the_bundled_sample(assets_dir: Path) -> None:
@@ -68,3 +68,35 @@ def test_errors_name_the_problem(tmp_path: Path, small_dataset: Path) -> None:
     shutil.rmtree(small_dataset / "UD")
     with pytest.raises(DatasetError, match="only the class"):
         load_dataset(small_dataset)
+
+
+def test_a_class_too_small_for_the_split_is_named_with_the_minimum(small_dataset: Path) -> None:
+    for path in sorted((small_dataset / "UD").glob("*.jpg"))[3:]:
+        path.unlink()
+    with pytest.raises(DatasetError, match=r"class\(es\) UD \(3\) have fewer than 7 images, the minimum per class for the split 0.7/0.15/0.15") as raised:
+        load_dataset(small_dataset)
+    assert "\n" not in str(raised.value) and "--split" in str(raised.value)
+    with pytest.raises(DatasetError, match=r"UD \(3\) have fewer than 4 images"):
+        load_dataset(small_dataset, fractions=(0.5, 0.25, 0.25))
+    assert minimum_images_per_class((1.0, 0.0, 0.0)) == 1 and minimum_images_per_class((0.8, 0.2, 0.0)) == 5
+
+
+def test_nested_folders_take_the_first_level_label(small_dataset: Path) -> None:
+    deep = small_dataset / "CD" / "bridge 7" / "deck"
+    deep.mkdir(parents=True)
+    for path in sorted((small_dataset / "CD").glob("*.jpg"))[:5]:
+        path.rename(deep / path.name)
+    dataset = load_dataset(small_dataset)
+    nested = [image for image in dataset.images if "/deck/" in image.relative]
+    assert len(nested) == 5 and {image.label for image in nested} == {"CD"}
+    assert len(dataset.images) == 40
+
+
+def test_duplicates_across_classes_are_listed(small_dataset: Path) -> None:
+    first = sorted((small_dataset / "CD").glob("*.jpg"))[0]
+    shutil.copy(first, small_dataset / "UD" / "copied.jpg")
+    shutil.copy(first, small_dataset / "CD" / "same class copy.jpg")  # same class: not a label conflict
+    dataset = load_dataset(small_dataset)
+    assert dataset.duplicates_across_classes() == [sorted([f"CD/{first.name}", "CD/same class copy.jpg", "UD/copied.jpg"])]
+    shutil.copy(sorted((small_dataset / "UD").glob("7*.jpg"))[0], small_dataset / "CD" / "other.jpg")
+    assert len(load_dataset(small_dataset).duplicates_across_classes()) == 2

@@ -89,7 +89,7 @@ def test_every_view_is_cached_once(small_dataset: Path, tmp_path: Path) -> None:
     views = symmetry_views(4, (SIZE, SIZE))
     first = compute_bottlenecks(paths, extractor.predict_on_batch, cache, (SIZE, SIZE), views, batch_size=8)
     assert first.computed == 5 and first.features[paths[0]].shape == (4, backbone.spec.feature_dim)
-    assert len(list(cache.directory.glob("*/*.npy"))) == 20
+    assert len(list(cache.directory.glob("*/*.features"))) == 20
     direct = np.asarray(extractor(views[2].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
     np.testing.assert_allclose(first.features[paths[0]][2], direct, rtol=1e-4, atol=1e-4)
     cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only that image is recomputed

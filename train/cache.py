@@ -1,13 +1,16 @@
 """The bottleneck cache: features stored on disk once per (image content, backbone fingerprint).
 
-Layout: `WORKSPACE/bottlenecks/<backbone fingerprint>/<hash[:2]>/<sha256 of image bytes>[.<view>].npy`
+Layout: `WORKSPACE/bottlenecks/<backbone fingerprint>/<hash[:2]>/<sha256 of image bytes>[.<view>].features`
 (one file per symmetry view, see `train.views`; the image itself has no suffix), plus a `backbone.json`
-describing the fingerprint. Writes go to a temporary file that is renamed into place,
-so an interrupted run never leaves a half-written entry; an unreadable entry is deleted and recomputed.
+describing the fingerprint. Each entry is the `.npy` bytes of the feature vector followed by the SHA-256
+of those bytes, so a damaged entry (a flipped bit, a truncated copy) is detected, deleted and recomputed.
+Writes go to a temporary file that is renamed into place, so an interrupted run never leaves a
+half-written entry and several processes can share one cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,6 +19,9 @@ import numpy as np
 
 from train.atomic import write_atomically
 from train.backbones import Backbone
+
+#: Length of the SHA-256 digest that ends every entry.
+CHECKSUM_BYTES = 32
 
 
 class BottleneckCache:
@@ -32,26 +38,36 @@ class BottleneckCache:
     def path_for(self, content_hash: str, view: str = "") -> Path:
         """Where the features of one view (named as in `train.views.View.name`) of an image live."""
         suffix = f".{view}" if view else ""
-        return self.directory / content_hash[:2] / f"{content_hash}{suffix}.npy"
+        return self.directory / content_hash[:2] / f"{content_hash}{suffix}.features"
 
     def get(self, content_hash: str, view: str = "") -> np.ndarray | None:
         """The cached features, or None when absent or damaged (a damaged entry is removed)."""
         path = self.path_for(content_hash, view)
-        if not path.exists():
-            return None
         try:
-            features = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            features = None
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        features = _verified_features(data)
         if features is None or features.shape != (self.feature_dim,) or not np.isfinite(features).all():
             path.unlink(missing_ok=True)
             return None
-        return features.astype(np.float32, copy=False)
+        return features
 
     def put(self, content_hash: str, features: np.ndarray, view: str = "") -> None:
-        """Store features atomically (temporary file, then rename)."""
-        path = self.path_for(content_hash, view)
+        """Store features with their checksum, atomically (temporary file, then rename)."""
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(features, dtype=np.float32))
-        write_atomically(path, buffer.getvalue())
+        payload = buffer.getvalue()
+        write_atomically(self.path_for(content_hash, view), payload + hashlib.sha256(payload).digest())
 
+
+def _verified_features(data: bytes) -> np.ndarray | None:
+    """The float32 vector in an entry's bytes, or None when the checksum or the format is wrong."""
+    payload, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    if len(data) <= CHECKSUM_BYTES or hashlib.sha256(payload).digest() != checksum:
+        return None
+    try:
+        features = np.load(io.BytesIO(payload), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return features.astype(np.float32, copy=False) if features.dtype == np.float32 else None

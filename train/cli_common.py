@@ -12,6 +12,8 @@ from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS
 
 #: Exit code of a run stopped by a `RetrainOnnxError` (bad data, refused variant, unusable model).
 EXIT_ERROR = 2
+#: Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
 CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
@@ -23,9 +25,14 @@ FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it
 
 @contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Turn a `RetrainOnnxError` into its one-line message on stderr and exit code `EXIT_ERROR`."""
+    """Turn a `RetrainOnnxError` into its one-line message on stderr and exit code `EXIT_ERROR`, and Ctrl-C
+    into one line and `EXIT_INTERRUPTED`. Every output is written atomically, so an interrupted run leaves
+    finished files (cached features, models) complete and unfinished ones absent."""
     try:
         yield
     except RetrainOnnxError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is kept (cached features, written files); run the same command again to resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -51,6 +52,22 @@ class Dataset:
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split per label."""
         return {name: dict(Counter(image.label for image in self.split(name))) for name in SPLITS}
+
+    def duplicates_across_classes(self) -> list[list[str]]:
+        """Groups of byte-identical files filed under more than one class (relative paths, sorted).
+
+        Only files of equal size are hashed, so a folder without duplicates costs one `stat` per file.
+        """
+        by_size: dict[int, list[LabeledImage]] = defaultdict(list)
+        for image in self.images:
+            by_size[image.path.stat().st_size].append(image)
+        groups: dict[str, list[LabeledImage]] = defaultdict(list)
+        for same_size in (group for group in by_size.values() if len({image.label for image in group}) > 1):
+            for image in same_size:
+                groups[hashlib.sha256(image.path.read_bytes()).hexdigest()].append(image)
+        return sorted(
+            sorted(image.relative for image in group) for group in groups.values() if len({image.label for image in group}) > 1
+        )
 
 
 def label_from_filename(name: str) -> str | None:
@@ -107,8 +124,14 @@ def load_dataset(
         where = "sub-folders" if labels_from is LabelSource.folder else "file-name prefixes"
         raise DatasetError(f"{root}: found only the class {labels} ; need at least two classes as {where}")
     dataset = Dataset(root=root, labels=labels, images=images)
+    _check_class_sizes(dataset, fractions)
     _check_each_class_trains(dataset)
     return dataset
+
+
+def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
+    """Images a class needs so that each non-empty split expects at least one of them."""
+    return math.ceil(1 / min(fraction for fraction in fractions if fraction > 0) - 1e-9)
 
 
 def _label_of(relative: str, labels_from: LabelSource) -> str | None:
@@ -125,6 +148,18 @@ def _group_key(name: str, relative: str, pattern: re.Pattern[str] | None) -> str
     if match is None:
         return relative
     return match.group(1) if match.groups() else match.group(0)
+
+
+def _check_class_sizes(dataset: Dataset, fractions: tuple[float, float, float]) -> None:
+    minimum = minimum_images_per_class(fractions)
+    sizes = Counter(image.label for image in dataset.images)
+    small = [f"{label} ({sizes[label]})" for label in dataset.labels if sizes[label] < minimum]
+    if small:
+        proportions = "/".join(f"{fraction:g}" for fraction in fractions)
+        raise DatasetError(
+            f"{dataset.root}: class(es) {', '.join(small)} have fewer than {minimum} images, the minimum per class "
+            f"for the split {proportions}; add images or change --split"
+        )
 
 
 def _check_each_class_trains(dataset: Dataset) -> None:

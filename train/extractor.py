@@ -3,11 +3,13 @@
 onnxruntime computes the same features as TensorFlow (checked when the file is made) but faster on a CPU
 (see benchmarks/results/results.md), and it is the engine the exported classifier runs on, so the head
 trains on exactly the features it will see in deployment. The ONNX file is cached beside the features it
-produces, under the backbone's fingerprint, so it is converted once per backbone.
+produces, under the backbone's fingerprint, so it is converted once per backbone; a SHA-256 beside it
+catches a damaged copy, which is then converted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import keras
@@ -17,7 +19,7 @@ import onnxruntime as ort
 
 from runtime.metadata import INPUT_NAME
 from runtime.session import SessionSettings
-from train.atomic import atomic_output
+from train.atomic import atomic_output, write_atomically
 from train.export import ExportError, convert
 
 FEATURES_OUTPUT = "features"
@@ -43,14 +45,21 @@ class OnnxExtractor:
 def onnx_extractor(extractor: keras.Model, directory: Path, settings: SessionSettings | None = None) -> OnnxExtractor:
     """The ONNX twin of the Keras `extractor`, converted and checked on first use, then read from `directory`."""
     path = directory / EXTRACTOR_FILE
-    if not path.is_file():
+    checksum = path.with_name(path.name + ".sha256")
+    if not (path.is_file() and checksum.is_file() and _sha256(path) == checksum.read_text().strip()):
         input_size = tuple(extractor.input_shape[1:3])
         proto = convert(extractor, input_size, lambda features: {FEATURES_OUTPUT: features})
         onnx.checker.check_model(proto, full_check=True)
         with atomic_output(path) as temporary:
             temporary.write_bytes(proto.SerializeToString())
             _check_parity(extractor, OnnxExtractor(temporary, settings), input_size, path)
+            digest = _sha256(temporary)
+        write_atomically(checksum, digest.encode("ascii"))
     return OnnxExtractor(path, settings)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_parity(extractor: keras.Model, twin: OnnxExtractor, input_size: tuple[int, ...], path: Path) -> None:

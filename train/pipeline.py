@@ -76,6 +76,9 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     seed = config.seed
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
     _print_counts(dataset, console)
+    duplicates = dataset.duplicates_across_classes()
+    for group in duplicates:
+        console.print(f"[yellow]warning[/yellow] the same image is filed under several classes: {' = '.join(group)}")
 
     backbone = get_backbone(config.arch, config.weights, config.image_size, seed)
     views = symmetry_views(config.views, backbone.input_size)
@@ -147,6 +150,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "config": _config_dict(config),
         "split_counts": dataset.counts(),
         "skipped_images": [str(failure) for failure in bottlenecks.failures],
+        "duplicates_across_classes": duplicates,
         "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
         "head": {"c": head.c, "candidates": head.candidates},
         "test": test_report,

@@ -1,0 +1,77 @@
+"""Interrupted and concurrent training runs lose nothing: Ctrl-C resumes from the cache, two processes
+share one cache without damaging it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from train.backbones import get_backbone  # noqa: E402
+from train.cache import BottleneckCache  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SMALL_MODEL = ["--weights", "none", "--image-size", "64"]
+
+
+def command(data: Path, workspace: Path, model: Path, *extra: str) -> list[str]:
+    """The `train-model` command line for a run with random weights (fast, no weight file needed)."""
+    return [sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace), *extra]
+
+
+def cache_entries(workspace: Path) -> list[Path]:
+    return list((workspace / "bottlenecks").rglob("*.features"))
+
+
+def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resumes(assets_dir: Path, tmp_path: Path) -> None:
+    workspace, model = tmp_path / "cache", tmp_path / "m.onnx"
+    run = command(assets_dir, workspace, model, "--weights", "none", "--image-size", "160")
+    process = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(cache_entries(workspace)) < 16 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is kept")
+    assert "Traceback" not in stderr and not model.exists()
+    kept = cache_entries(workspace)
+    assert 16 <= len(kept) < 400 * 8 and not list(workspace.rglob("*.tmp"))
+    cache = BottleneckCache(workspace, get_backbone("mobilenet_v2", "none", (160, 160)))
+    keys = [entry.name.removesuffix(".features").partition(".") for entry in kept]
+    assert all(cache.get(content_hash, view) is not None for content_hash, _, view in keys)  # every kept entry is whole
+
+    resumed = subprocess.run(run, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(model.with_name("m.report.json").read_text())
+    reused = report["bottlenecks"]["reused"]
+    assert reused >= 1 and reused + report["bottlenecks"]["computed"] == 400
+    assert f"Bottlenecks: {reused} cached, {400 - reused} to compute" in resumed.stdout
+
+
+def test_two_processes_sharing_one_cache_do_not_corrupt_it(small_dataset: Path, tmp_path: Path) -> None:
+    workspace = tmp_path / "shared"
+    runs = [
+        subprocess.Popen(
+            command(small_dataset, workspace, tmp_path / f"m{index}.onnx", *SMALL_MODEL, "--split", "50,25,25"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for index in range(2)
+    ]
+    for process in runs:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    reports = [json.loads((tmp_path / f"m{index}.report.json").read_text()) for index in range(2)]
+    assert reports[0]["test"]["predictions"] == reports[1]["test"]["predictions"]
+    assert not list(workspace.rglob("*.tmp"))
+    third = subprocess.run(command(small_dataset, workspace, tmp_path / "m2.onnx", *SMALL_MODEL, "--split", "50,25,25"), capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "all 40 found in cache, nothing computed" in third.stdout
