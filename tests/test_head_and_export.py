@@ -110,3 +110,8 @@ def test_failed_parity_writes_nothing(small_classifier, assets_dir: Path, tmp_pa
     with pytest.raises(ExportError, match="not written"):
         export_onnx(model, metadata_for(backbone), tmp_path / "m.onnx", real_pixels(assets_dir, 64), tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "m.onnx").write_bytes(b"the previous model")  # a failed re-export leaves it as it was
+    with pytest.raises(ExportError, match="not written"):
+        export_onnx(model, metadata_for(backbone), tmp_path / "m.onnx", real_pixels(assets_dir, 64), tolerance=-1.0)
+    assert [path.name for path in tmp_path.iterdir()] == ["m.onnx"]
+    assert (tmp_path / "m.onnx").read_bytes() == b"the previous model"
