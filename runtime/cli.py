@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import sys
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, List, Optional
@@ -37,6 +39,7 @@ def classify(
     ),
 ) -> None:
     """Print `Image: x.jpg | Predicted: CD (0.97)` per image; bad images go to stderr (exit code 1)."""
+    _escape_unprintable_names()
     try:
         settings = SessionSettings(intra_op_threads=threads, optimization=optimization, optimized_model_path=save_optimized)
     except ValueError as error:
@@ -62,6 +65,15 @@ def classify(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def _escape_unprintable_names() -> None:
+    """Print names stdout cannot encode (a latin-1 console, a file name that is not UTF-8) as backslash escapes.
+
+    Without this one such name stops the whole run with a traceback; stderr does this by default.
+    """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _expand(inputs: Iterable[Path]) -> Iterator[Path]:
@@ -93,7 +105,7 @@ def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[File
     if path is None:
         yield lambda result: None
         return
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"])
 

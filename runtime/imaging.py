@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Union
@@ -22,8 +24,20 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Name of the resize method, written into model metadata so non-Python clients can match it.
 RESIZE_METHOD = "pillow-bilinear"
 
-#: Images with more pixels than this are refused as possible decompression bombs.
-MAX_PIXELS = 200_000_000
+#: Images with more pixels than this are refused as possible decompression bombs. It is Pillow's own hard
+#: limit (twice `Image.MAX_IMAGE_PIXELS` as it is at import, or as Pillow ships it if an application switched
+#: the check off), so Pillow's check and ours agree. Photos below it decode without Pillow's warning.
+MAX_PIXELS: int = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+#: Pillow's DecompressionBombError message, from which the pixel count and limit are reported.
+_PILLOW_BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
+
+#: `warnings.catch_warnings` swaps the process-wide filter list; overlapping uses from several threads can
+#: leave a filter installed for good, so this module's uses take turns.
+_WARNINGS_LOCK = threading.Lock()
+
+#: numpy dtype kinds an array image may have: bool, unsigned and signed integers, floats.
+_PIXEL_KINDS = frozenset("buif")
 
 ImageSource = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
 
@@ -55,24 +69,19 @@ def decode_image(
     With `target_size` (height, width), JPEG decoding is reduced (draft mode) to no less than twice
     that size, which keeps huge photos cheap without changing the final resized pixels noticeably.
     Raises `ImageError` naming the source (or `name`, e.g. the file that `bytes` came from) for anything
-    that is not a readable image.
+    that is not a readable image, and for images over `MAX_PIXELS` (refused before any pixel is decoded).
     """
     name = name or describe_source(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name)
     try:
         image = _open(source, name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(name, f"image has {image.width}x{image.height} pixels, over the limit of {MAX_PIXELS:,}")
-            if target_size is not None and image.format == "JPEG":
-                image.draft("RGB", (target_size[1] * 2, target_size[0] * 2))
-            image = ImageOps.exif_transpose(image)
-            return _pil_to_rgb(image)
-    except ImageError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        if target_size is not None and image.format == "JPEG":
+            image.draft("RGB", (target_size[1] * 2, target_size[0] * 2))
+        return _pil_to_rgb(ImageOps.exif_transpose(image), name)
+    except Image.DecompressionBombError as error:
+        raise _refused_by_pillow(name, error) from error
+    except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(name, f"cannot decode image ({first_line(error)})") from error
 
 
@@ -91,8 +100,20 @@ def load_for_model(source: ImageSource, size: tuple[int, int], name: str | None 
 
 
 def _open(source: ImageSource, name: str) -> Image.Image:
+    """Open (lazily) and check the pixel count; Pillow's warning for large but allowed images is silenced."""
     if isinstance(source, Image.Image):
-        return source
+        return _within_limit(source, name)
+    data = _read(source, name)
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise ImageError(name, "not an image file (unknown format)") from error
+    return _within_limit(image, name)
+
+
+def _read(source: ImageSource, name: str) -> bytes:
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
             raise ImageError(name, "no such file")
@@ -103,20 +124,36 @@ def _open(source: ImageSource, name: str) -> Image.Image:
         raise ImageError(name, f"unsupported image source type {type(source).__name__}")
     if not data:
         raise ImageError(name, "empty (0 bytes), not an image")
-    try:
-        return Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as error:
-        raise ImageError(name, "not an image file (unknown format)") from error
+    return data
 
 
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+def _within_limit(image: Image.Image, name: str) -> Image.Image:
+    if image.width * image.height > MAX_PIXELS:
+        raise _refused(name, f"{image.width}x{image.height}", MAX_PIXELS)
+    return image
+
+
+def _refused(name: str, pixels: str, limit: int) -> ImageError:
+    return ImageError(name, f"refused: {pixels} pixels is over the limit of {limit:,} (possible decompression bomb)")
+
+
+def _refused_by_pillow(name: str, error: Image.DecompressionBombError) -> ImageError:
+    """Pillow's own check fired first (it reads no more than the header): say so in the toolkit's words."""
+    match = _PILLOW_BOMB_MESSAGE.search(str(error))
+    if match is None:
+        return ImageError(name, f"refused: {first_line(error)}")
+    return _refused(name, f"{int(match[1]):,}", int(match[2]))
+
+
+def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
     if image.mode.startswith("I"):
         wide = np.asarray(image).astype(np.uint32)
         if wide.max(initial=0) > 255:  # 16-bit samples: keep the high byte
             wide >>= 8
         image = Image.fromarray(wide.astype(np.uint8), mode="L")
     elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+        samples = _finite(np.asarray(image), name)
+        image = Image.fromarray(np.clip(samples, 0, 255).astype(np.uint8), mode="L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
@@ -127,13 +164,31 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ImageError(name, "array must be HxW, HxWx1, HxWx3 or HxWx4")
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(name, "array has no pixels")
+    array = _to_uint8(array, name)
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """Samples as uint8: bool to 0/255, floats up to 1.0 scaled by 255, everything else clipped to 0..255."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in _PIXEL_KINDS:
+        raise ImageError(name, f"array of {array.dtype} is not pixels (use bool, integer or float)")
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f" and _finite(array, name).max() <= 1.0:
+        array = np.clip(array, 0.0, 1.0) * 255.0
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _finite(samples: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(samples).all():
+        raise ImageError(name, "has NaN or infinite sample values, not pixels")
+    return samples
 
 
 def find_images(folder: str | Path) -> list[Path]:

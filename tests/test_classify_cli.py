@@ -1,21 +1,39 @@
-"""The `classify` console script, run as a user runs it."""
+"""The `classify` console script, run as a user runs it (a subprocess) or in-process with typer's CliRunner."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import COLOR_LABELS
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from runtime.cli import app
+
+from conftest import COLOR_LABELS, solid_image
 
 CLASSIFY = [sys.executable, "-m", "runtime"]
+RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
 
 
 def run_classify(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLASSIFY, *map(str, args)], capture_output=True, text=True)
+
+
+def invoke_classify(*args: object) -> Result:
+    """Run `classify` in-process; typer's CliRunner keeps stdout and stderr apart (`result.stderr`)."""
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def test_prints_one_line_per_image(color_model: Path, color_images: dict[str, Path]) -> None:
@@ -71,3 +89,131 @@ def test_session_flags(color_model: Path, color_images: dict[str, Path], tmp_pat
     assert done.returncode == 0 and "Predicted: red" in done.stdout and optimized.is_file()
     bad = run_classify(color_model, color_images["red"], "--optimization", "fastest")
     assert bad.returncode == 2 and "optimization must be one of" in bad.stderr
+
+
+def _bad_model(case: str, folder: Path, color_model: Path) -> Path:
+    """A model file that `classify` must refuse: missing, truncated, text, foreign, or inconsistent."""
+    path = folder / f"{case} model.onnx"
+    if case == "truncated":
+        path.write_bytes(color_model.read_bytes()[:200])
+    elif case == "text":
+        path.write_text("this is not a model\n")
+    elif case in ("no-metadata", "wrong-size"):
+        onnx = pytest.importorskip("onnx")
+        model = onnx.load(color_model)
+        if case == "no-metadata":
+            del model.metadata_props[:]
+        else:
+            next(entry for entry in model.metadata_props if entry.key == "input_height").value = "64"
+        onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        ("missing", "model file not found"),
+        ("truncated", "not a loadable ONNX model"),
+        ("text", "not a loadable ONNX model"),
+        ("no-metadata", "no retrain-onnx metadata"),
+        ("wrong-size", "disagrees with its metadata size"),
+    ],
+)
+def test_bad_model_exits_2_with_one_line_naming_it(
+    color_model: Path, color_images: dict[str, Path], tmp_path: Path, case: str, problem: str
+) -> None:
+    model = _bad_model(case, tmp_path, color_model)
+    done = invoke_classify(model, color_images["red"])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {model}: ") and problem in done.stderr
+
+
+def test_non_ascii_names_are_printed_and_written_to_csv(color_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "Prüfung 2026"
+    folder.mkdir()
+    red = solid_image(folder / "Riss Brücke 1.jpg", RGB["red"])
+    green = solid_image(folder / "ひび 2.png", RGB["green"])
+    table = tmp_path / "résultats.csv"
+    done = invoke_classify(color_model, folder, "--csv", table)
+    assert done.exit_code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("Image: Riss Brücke 1.jpg | Predicted: red (")
+    assert lines[1].startswith("Image: ひび 2.png | Predicted: green (")
+    assert [(row["file"], row["label"]) for row in read_csv(table)] == [(str(red), "red"), (str(green), "green")]
+    single = invoke_classify(color_model, green)
+    assert single.exit_code == 0 and single.stdout.startswith("Image: ひび 2.png | Predicted: green (")
+
+
+def test_names_the_console_cannot_encode_do_not_stop_the_run(color_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    solid_image(folder / "Riss Brücke 1.jpg", RGB["red"])
+    solid_image(folder / "ひび 2.png", RGB["green"])
+    table = tmp_path / "out.csv"
+    done = subprocess.run(
+        [*CLASSIFY, str(color_model), str(folder), "--csv", str(table)],
+        capture_output=True,
+        encoding="latin-1",
+        env={**os.environ, "PYTHONIOENCODING": "latin-1"},  # e.g. output redirected on a Western-European Windows
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("Image: Riss Brücke 1.jpg | Predicted: red (")
+    assert done.stdout.splitlines()[1].startswith("Image: \\u3072\\u3073 2.png | Predicted: green (")
+    assert [Path(row["file"]).name for row in read_csv(table)] == ["Riss Brücke 1.jpg", "ひび 2.png"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as a name")
+def test_file_name_that_is_not_utf8_is_classified(color_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "zip from an old camera"
+    folder.mkdir()
+    latin1_name = os.fsdecode(b"Br\xfccke.jpg")  # "Brücke.jpg" written in latin-1 on a UTF-8 system
+    Image.new("RGB", (8, 8), RGB["red"]).save(folder / latin1_name, "JPEG")
+    table = tmp_path / "out.csv"
+    done = invoke_classify(color_model, folder, "--csv", table)
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.startswith("Image: Br\\udcfccke.jpg | Predicted: red (")
+    assert [(row["file"], row["label"]) for row in read_csv(table)] == [(str(folder / "Br\\udcfccke.jpg"), "red")]
+
+
+def test_a_thousand_images_with_three_bad_ones(color_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    truncated_jpeg = sorted((assets_dir / "UD").glob("*.jpg"))[0].read_bytes()
+    bad = {
+        100: (b"", "empty (0 bytes)"),
+        500: (b"text, not a JPEG\n", "not an image file"),
+        900: (truncated_jpeg[:3000], "cannot decode image"),
+    }
+    labels = {}
+    for index in range(1000):
+        path = folder / f"img_{index:04d}.{'png' if index % 2 else 'jpg'}"
+        if index in bad:
+            path.write_bytes(bad[index][0])
+        else:
+            labels[path.name] = COLOR_LABELS[index % 3]
+            Image.new("RGB", (8, 8), RGB[labels[path.name]]).save(path)
+    table = tmp_path / "batch.csv"
+    done = invoke_classify(color_model, folder, "--csv", table)
+    assert done.exit_code == 1
+
+    printed = [line.split(" | ") for line in done.stdout.splitlines()]
+    assert len(printed) == 997
+    assert [(image, predicted.split(" (")[0]) for image, predicted in printed] == [
+        (f"Image: {name}", f"Predicted: {label}") for name, label in labels.items()
+    ]
+    errors = done.stderr.splitlines()
+    assert errors[0].startswith("Model: color.onnx") and errors[-1] == "3 image(s) could not be classified"
+    assert len(errors) == 5
+    for line, (index, (_, problem)) in zip(errors[1:4], sorted(bad.items())):
+        assert line.startswith(f"error: {folder / f'img_{index:04d}.jpg'}: {problem}")
+
+    rows = read_csv(table)
+    assert [row["file"] for row in rows] == [str(path) for path in sorted(folder.iterdir())]
+    for row in rows:
+        name = Path(row["file"]).name
+        if name in labels:
+            assert (row["label"], row["error"]) == (labels[name], "")
+        else:
+            assert row["label"] == "" and row["error"] != ""
+    assert sum(row["error"] != "" for row in rows) == 3

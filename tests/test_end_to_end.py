@@ -71,12 +71,16 @@ def test_train_export_classify_on_the_bundled_sample(assets_dir: Path, tmp_path:
 def test_unreadable_images_are_listed_and_skipped(small_dataset: Path, tmp_path: Path) -> None:
     (small_dataset / "CD" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (small_dataset / "UD" / "empty.png").write_bytes(b"")
+    first_cd = sorted((small_dataset / "CD").glob("7*.jpg"))[0]
+    (small_dataset / "UD" / "misfiled copy.jpg").write_bytes(first_cd.read_bytes())
     done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--weights", "none", "--image-size", "64", "--split", "50,25,25")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.jpg" in done.stdout and "empty.png" in done.stdout
+    assert f"the same image is filed under several classes: CD/{first_cd.name} = UD/misfiled copy.jpg" in done.stdout
     report = json.loads((tmp_path / "m.report.json").read_text())
     assert len(report["skipped_images"]) == 2
-    assert report["bottlenecks"]["computed"] == 40
+    assert report["duplicates_across_classes"] == [[f"CD/{first_cd.name}", "UD/misfiled copy.jpg"]]
+    assert report["bottlenecks"]["computed"] == 40  # the copy has the same bytes: its features are computed once
 
 
 def test_bad_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:

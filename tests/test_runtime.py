@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from runtime import Classifier, ImageError, ModelError, SessionSettings
+from runtime.imaging import find_images
 from runtime.metadata import ModelMetadata
 from runtime.model import CPU, choose_providers
 from runtime.prefetch import decode_ahead
 
-from conftest import COLOR_LABELS, COLOR_SIZE
+from conftest import COLOR_LABELS, COLOR_SIZE, solid_image
 
 
 def test_metadata_round_trip(color_model: Path) -> None:
@@ -70,19 +71,24 @@ def test_classify_files_reports_bad_files_and_keeps_going(
 
 def test_threads_give_the_same_results(color_model: Path, color_images: dict[str, Path]) -> None:
     classifier = Classifier(color_model)
-    expected = {label: classifier.predict(path).probabilities for label, path in color_images.items()}
-    seen: list[bool] = []
+    paths = list(color_images.values())
 
-    def work() -> None:
-        for label, path in color_images.items():
-            seen.append(classifier.predict(path).probabilities == expected[label])
+    def run() -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        return [classifier.predict(path).probabilities for path in paths], [
+            prediction.probabilities for prediction in classifier.predict_batch(paths * 3, batch_size=4)
+        ]
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(seen) == 24 and all(seen)
+    sequential = run()
+    start = threading.Barrier(8)
+
+    def work(_: int) -> list[tuple[list[dict[str, float]], list[dict[str, float]]]]:
+        start.wait()  # all 8 threads call into the one session at the same moment
+        return [run() for _ in range(10)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        rounds = [result for thread in pool.map(work, range(8)) for result in thread]
+    assert len(rounds) == 80 and all(result == sequential for result in rounds)  # bit-identical probabilities
+    assert [max(p, key=p.get) for p in sequential[0]] == list(color_images)
 
 
 def test_missing_and_foreign_models_raise_model_error(tmp_path: Path, color_model: Path) -> None:
@@ -96,6 +102,20 @@ def test_missing_and_foreign_models_raise_model_error(tmp_path: Path, color_mode
     truncated.write_bytes(color_model.read_bytes()[:200])
     with pytest.raises(ModelError):
         Classifier(truncated)
+
+
+def test_every_truncation_of_a_model_loads_or_raises_model_error(tmp_path: Path, color_model: Path) -> None:
+    data = color_model.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    refused = 0
+    for length in range(len(data)):
+        cut.write_bytes(data[:length])
+        try:
+            Classifier(cut, providers="cpu")
+        except ModelError as error:
+            refused += 1
+            assert str(error).startswith(f"{cut}: ") and "\n" not in str(error)
+    assert refused > len(data) // 2  # a cut between two whole protobuf fields may still load
 
 
 def test_model_without_toolkit_metadata_is_refused(tmp_path: Path, color_model: Path) -> None:
@@ -166,3 +186,17 @@ def test_decode_ahead_keeps_order_and_overlaps() -> None:
                 assert 3 in started  # the next chunk was submitted before this one was consumed
     assert seen == [([1, 2], [10, 20]), ([3], [30]), ([4, 5, 6], [40, 50, 60])]
     assert list(decode_ahead(pool, [], decode)) == []
+
+
+def test_non_ascii_and_spaced_file_names(color_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "Prüfung 2026"
+    folder.mkdir()
+    red = solid_image(folder / "Riss Brücke 1.jpg", (220, 30, 30))
+    green = solid_image(folder / "ひび 2.png", (30, 200, 40))
+    classifier = Classifier(color_model)
+    for path, label in ((red, "red"), (green, "green")):
+        for source in (path, str(path)):
+            prediction = classifier.predict(source)
+            assert (prediction.label, prediction.source) == (label, str(path))
+    results = list(classifier.classify_files(find_images(folder)))
+    assert [(result.file, result.prediction.label) for result in results] == [(str(red), "red"), (str(green), "green")]

@@ -53,11 +53,12 @@ def compute_bottlenecks(
     `extract` maps a uint8 (N, H, W, 3) batch to (N, feature_dim) features (an `OnnxExtractor` in
     training). An image counts as reused when all its views are cached. Unreadable images are collected
     in `failures` and skipped. Each image is decoded once for all its views, in a thread pool and a batch
-    ahead of feature extraction, so decoding overlaps inference.
+    ahead of feature extraction, so decoding overlaps inference; byte-identical files are computed once.
     """
     console = console or Console(soft_wrap=True, highlight=False)
     result = BottleneckResult()
     todo: list[tuple[Path, str, bytes]] = []
+    copies: dict[str, list[Path]] = {}  # content hash -> every path with those bytes, computed once
     for path in paths:
         try:
             data = path.read_bytes()
@@ -65,9 +66,13 @@ def compute_bottlenecks(
             result.failures.append(ImageError(path, f"cannot read file ({error.strerror})"))
             continue
         content_hash = hashlib.sha256(data).hexdigest()
+        if content_hash in copies:
+            copies[content_hash].append(path)
+            continue
         cached = [cache.get(content_hash, view.name) for view in views]
         if any(features is None for features in cached):
             todo.append((path, content_hash, data))
+            copies[content_hash] = [path]
         else:
             result.features[path] = np.stack(cached)
             result.reused += 1
@@ -89,16 +94,18 @@ def compute_bottlenecks(
         task = progress.add_task("Computing bottlenecks", total=len(todo))
         for chunk, decoded in decode_ahead(pool, chunks, decode):
             good = [(item, pixels) for item, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]
-            result.failures.extend(pixels for pixels in decoded if isinstance(pixels, ImageError))
+            for (_, content_hash, _), pixels in zip(chunk, decoded):
+                if isinstance(pixels, ImageError):
+                    result.failures.extend(ImageError(path, pixels.problem) for path in copies[content_hash])
             if good:
                 images = np.stack([pixels for _, pixels in good])
                 batch = np.concatenate([view.apply(images) for view in views])
                 features = np.asarray(extract(batch), dtype=np.float32)
                 per_image = features.reshape(len(views), len(good), -1).swapaxes(0, 1)
-                for ((path, content_hash, _), _), image_features in zip(good, per_image):
+                for ((_, content_hash, _), _), image_features in zip(good, per_image):
                     for view, row in zip(views, image_features):
                         cache.put(content_hash, row, view.name)
-                    result.features[path] = image_features
+                    result.features.update(dict.fromkeys(copies[content_hash], image_features))
                     result.computed += 1
             progress.advance(task, len(chunk))
     for failure in result.failures:
