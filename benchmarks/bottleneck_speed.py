@@ -16,7 +16,9 @@ from benchmarks.models import BackboneChoice
 from runtime.imaging import load_for_model
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
-from train.extractor import onnx_extractor
+from train.engines import WorkerSpec
+from train.extractor import EXTRACTOR_FILE, onnx_extractor
+from train.views import View
 from train.pipeline import TrainConfig, run
 
 
@@ -35,11 +37,12 @@ def measure_bottlenecks(choice: BackboneChoice, paths: Sequence[Path], workspace
     extract = onnx_extractor(extractor, cache.directory)
     conversion_seconds = time.perf_counter() - started
     quiet = Console(file=io.StringIO())
+    spec = WorkerSpec(cache.directory / EXTRACTOR_FILE, backbone.input_size, (View(),))
     started = time.perf_counter()
-    cold = compute_bottlenecks(paths, extract, cache, backbone.input_size, batch_size=batch_size, console=quiet)
+    cold = compute_bottlenecks(paths, spec, cache, extract, batch_size=batch_size, console=quiet)
     cold_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    warm = compute_bottlenecks(paths, extract, cache, backbone.input_size, batch_size=batch_size, console=quiet)
+    warm = compute_bottlenecks(paths, spec, cache, extract, batch_size=batch_size, console=quiet)
     warm_seconds = time.perf_counter() - started
     return {
         "backbone": choice.arch, "weights": choice.weights, "images": len(paths),

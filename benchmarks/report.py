@@ -39,7 +39,7 @@ def plot_latency(rows: list[dict[str, object]], path: Path) -> None:
     plt.close(figure)
 
 
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+def table(header: list[str], rows: list[list[object]]) -> list[str]:
     def cell(value: object) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -56,7 +56,7 @@ def markdown(result: dict[str, object]) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in env["versions"].items()), "",
         "## Targets", "",
     ]
-    lines += _table(["target", "measured", "goal", "met"], [
+    lines += table(["target", "measured", "goal", "met"], [
         [t["name"], t["measured"], f"{t['comparison']} {t['goal']}", "yes" if t["met"] else "**no**"] for t in result["targets"]
     ])
     peak = result["matmul_peak"]
@@ -64,48 +64,48 @@ def markdown(result: dict[str, object]) -> str:
               f"Matmul peak of this CPU ({peak['size']}x{peak['size']} fp32, measured before and after the inference runs: "
               f"{peak['peak_gflops_before']:.1f} and {peak['peak_gflops_after']:.1f} GFLOP/s; best: numpy {peak['numpy_gflops']:.1f}, "
               f"onnxruntime {peak['onnxruntime_gflops']:.1f}). % of peak uses the best figure.", ""]
-    lines += _table(["backbone", "weights", "engine", "batch", "images/s", "ms/image", "GFLOP/image", "% of peak", "p50 ms", "p95 ms", "p99 ms"], [
+    lines += table(["backbone", "weights", "engine", "batch", "images/s", "ms/image", "GFLOP/image", "% of peak", "p50 ms", "p95 ms", "p99 ms"], [
         [r["backbone"], r["weights"], r["engine"], r["batch"], r["images_per_s"], r["ms_per_image"], r["gflops_per_image"],
          r["pct_of_matmul_peak"], r.get("p50_ms", ""), r.get("p95_ms", ""), r.get("p99_ms", "")]
         for r in result["inference"]
     ])
     lines += ["", "Speed-up, onnxruntime / TensorFlow (same run):", ""]
-    lines += _table(["backbone", "batch", "ratio"], [[s["backbone"], s["batch"], s["onnxruntime_over_tensorflow"]] for s in result["speedups"]])
+    lines += table(["backbone", "batch", "ratio"], [[s["backbone"], s["batch"], s["onnxruntime_over_tensorflow"]] for s in result["speedups"]])
     lines += ["", f"![latency per image vs batch size]({PLOT_FILE})", "", "## Edge variants of the default model (int8, fp16) vs fp32", "",
               "Same test split per data set; throughput through `Classifier.predict_pixels` at batch 32 on this CPU "
               "(fp16 runs on a CPU by casting back to fp32: its row shows size and accuracy, its speed is not the point). "
               "`gate passed` = within 1 point of fp32 (the benchmark writes refused variants with --force to measure them).", ""]
-    lines += _table(["data", "precision", "views", "MB", "size / fp32", "accuracy", "balanced acc.", "agreement", "loss (points)", "images/s", "speed / fp32", "gate passed"], [
+    lines += table(["data", "precision", "views", "MB", "size / fp32", "accuracy", "balanced acc.", "agreement", "loss (points)", "images/s", "speed / fp32", "gate passed"], [
         [e["data"], e["precision"], e["views"], e["bytes"] / 1e6, e["size_vs_fp32"], e["accuracy"], e["balanced_accuracy"], e["agreement"],
          e["loss_points"], e["images_per_s_batch32"], e["speed_vs_fp32"], "yes" if e["gate_passed"] else "**no**"]
         for e in result["edge"]
     ])
     lines += ["", "## Bottleneck phase", ""]
     b = result["bottleneck"]
-    lines += _table(["backbone", "images", "naive TF images/s", "onnxruntime + cache images/s", "speed-up", "warm re-run s", "cold s", "warm / cold", "one-time ONNX conversion s"], [
+    lines += table(["backbone", "images", "naive TF images/s", "onnxruntime + cache images/s", "speed-up", "warm re-run s", "cold s", "warm / cold", "one-time ONNX conversion s"], [
         [b["backbone"], b["images"], b["tensorflow_naive_images_per_s"], b["onnxruntime_cached_images_per_s"], b["speedup"],
          b["warm_seconds"], b["cold_seconds"], b["warm_over_cold"], b["onnx_conversion_seconds_once"]]
     ])
     t = result["training_rerun"]
     lines += ["", f"`train-model {t['data']}` with default settings ({t['views']} views), run twice on one fresh cache:", ""]
-    lines += _table(["run", "whole run s", "bottleneck phase s", "features computed"], [
+    lines += table(["run", "whole run s", "bottleneck phase s", "features computed"], [
         ["cold", t["cold_seconds"], t["cold_bottleneck_seconds"], "all"],
         ["warm", t["warm_seconds"], t["warm_bottleneck_seconds"], t["warm_computed"]],
         ["warm / cold", t["whole_run_warm_over_cold"], t["bottleneck_warm_over_cold"], ""],
     ])
     lines += ["", "## classify on a folder (decode + preprocess + inference)", ""]
-    lines += _table(["views", "images", "images/s", "wall s", "decode s (1 thread)", "inference s", "decode share"], [
+    lines += table(["views", "images", "images/s", "wall s", "decode s (1 thread)", "inference s", "decode share"], [
         [c["views"], c["images"], c["images_per_s"], c["wall_seconds"], c["decode_seconds_one_thread"], c["inference_seconds"], c["decode_share"]]
         for c in result["classify_folder"]
     ])
     c = result["cold_start"]
     lines += ["", f"## Cold start ({c['model']}; median of {c['repeats']} fresh processes)", ""]
-    lines += _table(["process", "seconds to first prediction", "peak RSS MiB", "model size MiB"], [
+    lines += table(["process", "seconds to first prediction", "peak RSS MiB", "model size MiB"], [
         ["classify (onnxruntime)", c["classify_one_image"]["seconds"], c["classify_one_image"]["peak_rss_mib"], c["onnx_file_mib"]],
         ["TensorFlow SavedModel", c["tensorflow_one_image"]["seconds"], c["tensorflow_one_image"]["peak_rss_mib"], c["saved_model_mib"]],
     ])
     lines += ["", f"`import runtime`: {c['import_runtime_seconds']:.3f} s", "", "## onnxruntime session settings (first backbone)", ""]
-    lines += _table(["intra-op threads", "optimisation", "default", "batch-1 p50 ms", "batch-32 images/s"], [
+    lines += table(["intra-op threads", "optimisation", "default", "batch-1 p50 ms", "batch-32 images/s"], [
         [s["intra_op_threads"], s["optimization"], "yes" if s["default"] else "", s["batch1_p50_ms"], s["batch32_images_per_s"]]
         for s in result["session_settings"]
     ])

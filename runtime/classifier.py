@@ -106,7 +106,7 @@ class Classifier:
         runs = [self._probabilities(pixels[start : start + step]) for start in range(0, len(pixels), step)]
         probabilities = np.concatenate(runs) if runs else np.zeros((0, len(self._labels)), np.float32)
         names = sources if sources is not None else [f"<image {i}>" for i in range(len(pixels))]
-        return [self._prediction(row, name) for row, name in zip(probabilities, names)]
+        return [self.prediction_from(row, name) for row, name in zip(probabilities, names)]
 
     def classify_files(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[FileResult]:
         """Classify files in order; a file that cannot be decoded yields a result with its error.
@@ -137,7 +137,8 @@ class Classifier:
         except ImageError as error:
             return error
 
-    def _prediction(self, row: np.ndarray, source: str) -> Prediction:
+    def prediction_from(self, row: np.ndarray, source: str) -> Prediction:
+        """The `Prediction` for one image's class probabilities `row` (in label order), e.g. computed elsewhere."""
         index = int(np.argmax(row))
         return Prediction(
             label=self._labels[index],

@@ -8,13 +8,14 @@ import json
 import sys
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
 
 from runtime.classifier import Classifier, FileResult
+from runtime.distributed import Engine, EngineError, RayInput
 from runtime.errors import ModelError
-from runtime.imaging import find_images
+from runtime.imaging import image_files
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
 EXIT_IMAGE_FAILED = 1
@@ -26,7 +27,8 @@ app = typer.Typer(add_completion=False, help="Classify images with a model expor
 @app.command()
 def classify(
     model: Path = typer.Argument(..., help="Model file written by train-model --export."),
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders (searched recursively)."),
+    list_file: Optional[Path] = typer.Option(None, "--list", help="A text file naming one image per line (read as a stream)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Show the K most probable labels."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
@@ -37,6 +39,9 @@ def classify(
     save_optimized: Optional[Path] = typer.Option(
         None, "--save-optimized", help="Also write the optimised graph here (loads faster on this kind of machine)."
     ),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local (this process) or ray (Ray Data, an actor pool)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray actors, one session each (default: one per cluster CPU)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (e.g. auto); default: a local Ray instance."),
 ) -> None:
     """Print `Image: x.jpg | Predicted: CD (0.97)` per image; bad images go to stderr (exit code 1)."""
     _escape_unprintable_names()
@@ -49,14 +54,27 @@ def classify(
     except ModelError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
+    if not inputs and list_file is None:
+        raise typer.BadParameter("give image files or folders, or --list FILE")
     typer.echo(f"Model: {model.name} | labels: {', '.join(classifier.labels)} | provider: {classifier.provider}", err=True)
-    results = classifier.classify_files(_expand(inputs), batch_size=batch_size)
+    if engine is Engine.ray:
+        from runtime.ray_classify import classify_on_ray  # Ray is an optional extra: import it only here
+
+        results = classify_on_ray(
+            classifier, model, RayInput(inputs or [], list_file), batch_size, workers, ray_address, providers
+        )
+    else:
+        results = classifier.classify_files(image_files(inputs or [], list_file), batch_size=batch_size)
     failures = 0
-    with _csv_writer(csv_path, classifier.labels) as write_row:
-        for result in results:
-            failures += result.error is not None
-            _print_result(result, top_k, as_json)
-            write_row(result)
+    try:
+        with _csv_writer(csv_path, classifier.labels) as write_row:
+            for result in results:
+                failures += result.error is not None
+                _print_result(result, top_k, as_json)
+                write_row(result)
+    except EngineError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_MODEL_ERROR)
     if failures:
         typer.echo(f"{failures} image(s) could not be classified", err=True)
         raise typer.Exit(EXIT_IMAGE_FAILED)
@@ -74,14 +92,6 @@ def _escape_unprintable_names() -> None:
     """
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
-
-
-def _expand(inputs: Iterable[Path]) -> Iterator[Path]:
-    for path in inputs:
-        if path.is_dir():
-            yield from find_images(path)
-        else:
-            yield path
 
 
 def _print_result(result: FileResult, top_k: int, as_json: bool) -> None:

@@ -17,6 +17,10 @@ class ImageError(RetrainOnnxError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickle as (source, problem), so the error travels back from worker processes and Ray actors."""
+        return (type(self), (self.source, self.problem))
+
 
 class ModelError(RetrainOnnxError):
     """A model file is missing, unreadable, or not an ONNX model exported by this toolkit."""
@@ -25,6 +29,10 @@ class ModelError(RetrainOnnxError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickle as (path, problem), like `ImageError`."""
+        return (type(self), (self.path, self.problem))
 
 
 def first_line(error: BaseException) -> str:

@@ -11,6 +11,7 @@ import re
 import threading
 import warnings
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Union
 
 import numpy as np
@@ -198,3 +199,15 @@ def find_images(folder: str | Path) -> list[Path]:
         subdirectories.sort()
         found.extend(Path(directory, name) for name in files if is_image_file(Path(name)))
     return sorted(found)
+
+
+def image_files(inputs: Iterable[Path], list_file: Path | None = None) -> Iterator[Path]:
+    """The image files named by `inputs` (files, and folders searched recursively), then by `list_file`."""
+    for path in inputs:
+        if path.is_dir():
+            yield from find_images(path)
+        else:
+            yield path
+    if list_file is not None:
+        with open(list_file, encoding="utf-8") as lines:
+            yield from (Path(line.strip()) for line in lines if line.strip())

@@ -18,9 +18,11 @@ from runtime.metadata import ModelMetadata  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.bottleneck import compute_bottlenecks  # noqa: E402
 from train.cache import BottleneckCache  # noqa: E402
+from train.engines import WorkerSpec  # noqa: E402
 from train.export import export_onnx, fuse  # noqa: E402
 from train.head import build_head  # noqa: E402
-from train.views import StackViews, ViewError, symmetry_views  # noqa: E402
+from train.view_layers import StackViews  # noqa: E402
+from train.views import ViewError, symmetry_views  # noqa: E402
 
 SIZE = 48
 
@@ -87,12 +89,12 @@ def test_every_view_is_cached_once(small_dataset: Path, tmp_path: Path) -> None:
     cache = BottleneckCache(tmp_path, backbone)
     paths = sorted(small_dataset.glob("*/*.jpg"))[:5]
     views = symmetry_views(4, (SIZE, SIZE))
-    first = compute_bottlenecks(paths, extractor.predict_on_batch, cache, (SIZE, SIZE), views, batch_size=8)
+    first = compute_bottlenecks(paths, WorkerSpec(None, (SIZE, SIZE), tuple(views)), cache, extractor.predict_on_batch, batch_size=8)
     assert first.computed == 5 and first.features[paths[0]].shape == (4, backbone.spec.feature_dim)
     assert len(list(cache.directory.glob("*/*.features"))) == 20
     direct = np.asarray(extractor(views[2].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
     np.testing.assert_allclose(first.features[paths[0]][2], direct, rtol=1e-4, atol=1e-4)
     cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only that image is recomputed
-    again = compute_bottlenecks(paths, extractor.predict_on_batch, cache, (SIZE, SIZE), views, batch_size=8)
+    again = compute_bottlenecks(paths, WorkerSpec(None, (SIZE, SIZE), tuple(views)), cache, extractor.predict_on_batch, batch_size=8)
     assert (again.computed, again.reused) == (1, 4)
     np.testing.assert_allclose(again.features[paths[1]], first.features[paths[1]], atol=1e-5)

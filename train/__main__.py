@@ -1,5 +1,16 @@
-"""`python -m train` is `train-model`."""
+"""`python -m train` is `train-model`; also the console script's entry point.
 
-from train.cli import main
+The import of `train.cli` (and with it TensorFlow) waits until `main` runs: `--workers N` spawns worker
+processes that re-import the entry point's module, and they must stay free of TensorFlow.
+"""
 
-main()
+
+def main() -> None:
+    """Run `train-model`."""
+    from train.cli import main as run_cli
+
+    run_cli()
+
+
+if __name__ == "__main__":
+    main()

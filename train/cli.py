@@ -18,6 +18,8 @@ import typer
 
 from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
+from runtime.distributed import Engine
+from train.engines import EngineConfig
 from train.edge import EdgeConfig
 from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
 from train.head import C_GRID, HeadConfig
@@ -69,6 +71,14 @@ def train_model(
         "4 (all flips) or 8 (flips and 90-degree rotations).",
     ),
     workspace: Path = typer.Option(Path(".retrain-cache"), "--workspace", help="Folder for the bottleneck cache."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="Where the bottleneck phase runs: local (this machine) or ray."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1,
+        help="local: processes for decoding + features (default 1: this process); ray: actors (default: one per cluster CPU).",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Existing Ray cluster, e.g. ray://head:10001 or auto; default: start a local Ray instance."
+    ),
     c_values: str = typer.Option(
         ",".join(f"{c:g}" for c in C_GRID), "--c-values",
         help="Inverse L2 strengths C to try for the logistic-regression head; validation picks one.",
@@ -95,6 +105,7 @@ def train_model(
         views=views,
         seed=seed,
         head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights),
+        engine=EngineConfig(engine=engine, workers=workers, ray_address=ray_address),
         edge=EdgeConfig(
             int8=quantize is Precision.int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force
         ),

@@ -22,7 +22,8 @@ from runtime.errors import RetrainOnnxError
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
 from train.atomic import atomic_output
 from train.onnx_metadata import write_metadata
-from train.views import MeanOverViews, StackViews, View
+from train.view_layers import MeanOverViews, StackViews
+from train.views import View
 
 #: ONNX opset of exported models (onnxruntime >= 1.13 runs it; tf2onnx's well-tested range).
 OPSET = 17

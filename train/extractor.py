@@ -15,31 +15,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from runtime.metadata import INPUT_NAME
 from runtime.session import SessionSettings
 from train.atomic import atomic_output, write_atomically
 from train.export import ExportError, convert
+from train.feature_worker import FEATURES_OUTPUT, OnnxExtractor
 
-FEATURES_OUTPUT = "features"
 EXTRACTOR_FILE = "extractor.onnx"
 #: Largest allowed difference between TensorFlow and onnxruntime features, relative to their largest value.
 PARITY_TOLERANCE = 1e-4
-
-
-class OnnxExtractor:
-    """uint8 (N, H, W, 3) images -> float32 (N, feature_dim) features, on onnxruntime's CPU provider."""
-
-    def __init__(self, path: Path, settings: SessionSettings | None = None) -> None:
-        self.path = path
-        self._session = ort.InferenceSession(
-            str(path), sess_options=(settings or SessionSettings()).options(), providers=["CPUExecutionProvider"]
-        )
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        (features,) = self._session.run([FEATURES_OUTPUT], {INPUT_NAME: pixels})
-        return features
 
 
 def onnx_extractor(extractor: keras.Model, directory: Path, settings: SessionSettings | None = None) -> OnnxExtractor:

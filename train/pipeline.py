@@ -24,7 +24,8 @@ from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource,
 from train.edge import EdgeConfig, make_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
-from train.extractor import onnx_extractor
+from train.engines import EngineConfig, WorkerSpec
+from train.extractor import EXTRACTOR_FILE, onnx_extractor
 from train.head import HeadConfig, predict_views, train_head
 from train.views import symmetry_views
 
@@ -53,6 +54,8 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     #: int8 / fp16 variants written next to the fp32 model (none by default).
     edge: EdgeConfig = field(default_factory=lambda: EdgeConfig(int8=False, fp16=False))
+    #: Where the bottleneck phase runs (this process by default).
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     extractor = backbone.build_extractor()
     cache = BottleneckCache(config.workspace, backbone)
     extract = onnx_extractor(extractor, cache.directory)
+    spec = WorkerSpec(cache.directory / EXTRACTOR_FILE, backbone.input_size, tuple(views))
     bottleneck_started = time.perf_counter()
     bottlenecks = compute_bottlenecks(
-        [image.path for image in dataset.images], extract, cache, backbone.input_size, views, config.bottleneck_batch_size, console
+        [image.path for image in dataset.images], spec, cache, extract, config.bottleneck_batch_size, console, config.engine
     )
     bottleneck_seconds = time.perf_counter() - bottleneck_started
     usable = [image for image in dataset.images if image.path in bottlenecks.features]

@@ -6,13 +6,15 @@ every training image (more training data at no labelling cost, cached like any o
 exported model averages its class probabilities over the same N views (in the ONNX graph itself, so the
 runtime needs no code for it). N is 1 (the image only), 2 (plus its mirror image), 4 (all flips, any
 image shape) or 8 (all flips and transposes: the full dihedral group, square inputs only).
+
+This module is numpy only (feature workers import it without TensorFlow); the same views as Keras layers
+for the exported graph are in `train.view_layers`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 from runtime.errors import RetrainOnnxError
@@ -61,39 +63,3 @@ def symmetry_views(count: int, input_size: tuple[int, int]) -> list[View]:
         for left_right in (False, True)
     ]
     return views[:count]
-
-
-class StackViews(keras.layers.Layer):
-    """(N, H, W, C) -> (V * N, H, W, C): every view of every image, view-major (all of view 0 first)."""
-
-    def __init__(self, views: list[View], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.views = views
-
-    def call(self, images):
-        images = keras.ops.cast(images, "float32")  # TensorFlow's oneDNN kernels lack uint8 transposes here
-        copies = []
-        for view in self.views:
-            copy = images
-            if view.transpose:
-                copy = keras.ops.transpose(copy, (0, 2, 1, 3))
-            if view.flip_left_right:
-                copy = keras.ops.flip(copy, axis=2)
-            if view.flip_up_down:
-                copy = keras.ops.flip(copy, axis=1)
-            copies.append(copy)
-        return keras.ops.concatenate(copies, axis=0) if len(copies) > 1 else images
-
-
-class MeanOverViews(keras.layers.Layer):
-    """(V * N, K) view-major -> (N, K): the mean over the V views of each image."""
-
-    def __init__(self, view_count: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.view_count = view_count
-
-    def call(self, values):
-        if self.view_count == 1:
-            return values
-        per_view = keras.ops.reshape(values, (self.view_count, -1, values.shape[-1]))
-        return keras.ops.mean(per_view, axis=0)

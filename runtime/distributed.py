@@ -1,0 +1,72 @@
+"""What the local and the Ray engines share, without importing Ray: the engine choice and the connection.
+
+Ray is the optional `[ray]` extra; only `--engine ray` imports it (inside `ray_connection`), so the
+runtime and every default path run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from runtime.errors import RetrainOnnxError
+
+
+class Engine(str, Enum):
+    """Where the heavy, parallel work runs: on this machine, or on a Ray cluster (or a local Ray instance)."""
+
+    local = "local"
+    ray = "ray"
+
+
+@dataclass(frozen=True)
+class RayInput:
+    """What `classify --engine ray` classifies: files and folders, and/or a list file (one path per line).
+
+    A list file alone is read by Ray itself, as a stream, so the driver never holds the paths.
+    """
+
+    inputs: Sequence[Path]
+    list_file: Path | None = None
+
+    @property
+    def streamed_list(self) -> Path | None:
+        """The list file when Ray can read it directly (no other inputs), else None."""
+        return self.list_file if not self.inputs else None
+
+
+class EngineError(RetrainOnnxError):
+    """Ray is missing or its cluster cannot be reached."""
+
+
+@contextmanager
+def ray_connection(address: str | None) -> Iterator[None]:
+    """Connect to the Ray cluster at `address` ("auto", "ray://head:10001", ...), or with None start a
+    local Ray instance for the block. A connection that already exists is used and left open."""
+    try:
+        import ray
+    except ImportError as error:
+        raise EngineError("--engine ray needs Ray: pip install 'retrain-onnx[ray]'") from error
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # progress notes, not results
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise EngineError(f"cannot connect to the Ray cluster at {address!r} ({str(error).splitlines()[0]})") from error
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def actor_count(workers: int | None) -> int:
+    """`workers`, or by default one per CPU of the connected Ray cluster."""
+    import ray
+
+    return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))

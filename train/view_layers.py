@@ -1,0 +1,43 @@
+"""The symmetry views of `train.views` as Keras layers, so the exported graph stacks and averages them itself."""
+
+from __future__ import annotations
+
+import keras
+
+from train.views import View
+
+
+class StackViews(keras.layers.Layer):
+    """(N, H, W, C) -> (V * N, H, W, C): every view of every image, view-major (all of view 0 first)."""
+
+    def __init__(self, views: list[View], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.views = views
+
+    def call(self, images):
+        images = keras.ops.cast(images, "float32")  # TensorFlow's oneDNN kernels lack uint8 transposes here
+        copies = []
+        for view in self.views:
+            copy = images
+            if view.transpose:
+                copy = keras.ops.transpose(copy, (0, 2, 1, 3))
+            if view.flip_left_right:
+                copy = keras.ops.flip(copy, axis=2)
+            if view.flip_up_down:
+                copy = keras.ops.flip(copy, axis=1)
+            copies.append(copy)
+        return keras.ops.concatenate(copies, axis=0) if len(copies) > 1 else images
+
+
+class MeanOverViews(keras.layers.Layer):
+    """(V * N, K) view-major -> (N, K): the mean over the V views of each image."""
+
+    def __init__(self, view_count: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view_count = view_count
+
+    def call(self, values):
+        if self.view_count == 1:
+            return values
+        per_view = keras.ops.reshape(values, (self.view_count, -1, values.shape[-1]))
+        return keras.ops.mean(per_view, axis=0)
