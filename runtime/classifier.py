@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime.errors import ImageError
 from runtime.imaging import ImageSource, describe_source, load_for_model
-from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, ModelMetadata
+from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, DecisionThreshold, ModelMetadata
 from runtime.model import Providers, load_model
 from runtime.prefetch import decode_ahead
 from runtime.session import SessionSettings
@@ -50,6 +50,14 @@ class FileResult:
     file: str
     prediction: Prediction | None = None
     error: ImageError | None = None
+
+
+def decide(row: np.ndarray, labels: Sequence[str], threshold: DecisionThreshold | None) -> int:
+    """The predicted class index for probabilities `row`: by `threshold` when given, else the most probable."""
+    if threshold is None:
+        return int(np.argmax(row))
+    positive = list(labels).index(threshold.positive)
+    return positive if row[positive] >= threshold.threshold else 1 - positive
 
 
 class Classifier:
@@ -138,8 +146,12 @@ class Classifier:
             return error
 
     def prediction_from(self, row: np.ndarray, source: str) -> Prediction:
-        """The `Prediction` for one image's class probabilities `row` (in label order), e.g. computed elsewhere."""
-        index = int(np.argmax(row))
+        """The `Prediction` for one image's class probabilities `row` (in label order), e.g. computed elsewhere.
+
+        A two-class model with a decision threshold in its metadata predicts its positive class when that
+        class's probability reaches the threshold; otherwise the most probable class wins.
+        """
+        index = decide(row, self._labels, self.metadata.decision_threshold)
         return Prediction(
             label=self._labels[index],
             score=float(row[index]),

@@ -22,6 +22,28 @@ LABEL_INDEX_OUTPUT = "label_index"
 
 
 @dataclass(frozen=True)
+class DecisionThreshold:
+    """A two-class model's operating point: `positive` is predicted when its probability >= `threshold`."""
+
+    positive: str
+    threshold: float
+    #: How it was chosen, e.g. "maximum balanced accuracy on the validation split".
+    rule: str = ""
+    #: Recall, specificity and balanced accuracy it gave on the validation split.
+    validation: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The threshold as a JSON object string (the metadata value)."""
+        return json.dumps({"positive": self.positive, "threshold": self.threshold, "rule": self.rule, "validation": self.validation})
+
+    @classmethod
+    def from_json(cls, text: str) -> "DecisionThreshold | None":
+        """Parse `to_json`'s output; "" or "null" means no threshold."""
+        value = json.loads(text) if text else None
+        return None if value is None else cls(str(value["positive"]), float(value["threshold"]), value.get("rule", ""), value.get("validation", {}))
+
+
+@dataclass(frozen=True)
 class ModelMetadata:
     """What the runtime needs to use a model, read from and written to the ONNX file itself."""
 
@@ -44,6 +66,8 @@ class ModelMetadata:
     split: dict[str, Any] = field(default_factory=dict)
     #: For an int8 or fp16 model: how it was made from the fp32 model and what that cost on the test split.
     conversion: dict[str, Any] = field(default_factory=dict)
+    #: Two classes only: the operating threshold the runtime applies (None: the most probable class wins).
+    decision_threshold: DecisionThreshold | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -68,6 +92,7 @@ class ModelMetadata:
             "precision": self.precision,
             "split": json.dumps(self.split),
             "conversion": json.dumps(self.conversion),
+            "decision_threshold": self.decision_threshold.to_json() if self.decision_threshold else "null",
             "toolkit_version": self.toolkit_version,
             "trained_at": self.trained_at,
             "test_metrics": json.dumps(self.test_metrics),
@@ -97,6 +122,7 @@ class ModelMetadata:
                 precision=props.get("precision", "fp32"),
                 split=json.loads(props.get("split", "{}")),
                 conversion=json.loads(props.get("conversion", "{}")),
+                decision_threshold=DecisionThreshold.from_json(props.get("decision_threshold", "")),
             )
         except KeyError as error:
             raise ModelError(path, f"model metadata lacks the key {error.args[0]!r}") from error
@@ -104,4 +130,7 @@ class ModelMetadata:
             raise ModelError(path, f"model metadata is malformed ({error})") from error
         if not metadata.labels:
             raise ModelError(path, "model metadata lists no labels")
+        threshold = metadata.decision_threshold
+        if threshold is not None and (len(metadata.labels) != 2 or threshold.positive not in metadata.labels):
+            raise ModelError(path, f"decision threshold for {threshold.positive!r} needs a two-class model with that label")
         return metadata

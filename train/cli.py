@@ -22,6 +22,7 @@ from runtime.distributed import Engine
 from train.engines import EngineConfig
 from train.edge import EdgeConfig
 from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
+from train.fine_tune import FineTuneConfig
 from train.head import C_GRID, HeadConfig
 from train.pipeline import TrainConfig, run
 
@@ -85,6 +86,14 @@ def train_model(
     ),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for the split and random weights."),
+    augment: int = typer.Option(0, "--augment", min=0, help="Seeded augmented views per training image (crops, flips, turns, brightness/contrast), cached."),
+    fine_tune_layers: int = typer.Option(0, "--fine-tune-layers", min=0, help="After the head, train the top K backbone layers end to end (low learning rate)."),
+    fine_tune_epochs: int = typer.Option(FineTuneConfig.epochs, "--fine-tune-epochs", min=1, help="Epochs of --fine-tune-layers."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Two classes: the positive class for the decision threshold (default: the second label)."),
+    target_recall: Optional[float] = typer.Option(
+        None, "--target-recall", min=0.0, max=1.0,
+        help="Two classes: pick the threshold that reaches this recall of the positive class on validation (default: best balanced accuracy).",
+    ),
     quantize: Optional[Precision] = typer.Option(None, "--quantize", help="Also write MODEL.int8.onnx, checked on the test split."),
     half: bool = HALF_OPTION,
     calibration_images: int = CALIBRATION_OPTION,
@@ -106,6 +115,10 @@ def train_model(
         seed=seed,
         head=HeadConfig(c_values=_parse_c_values(c_values), class_weights=class_weights),
         engine=EngineConfig(engine=engine, workers=workers, ray_address=ray_address),
+        augment=augment,
+        fine_tune=FineTuneConfig(layers=fine_tune_layers, epochs=fine_tune_epochs),
+        positive=positive,
+        target_recall=target_recall,
         edge=EdgeConfig(
             int8=quantize is Precision.int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force
         ),

@@ -6,7 +6,7 @@ import hashlib
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -109,14 +109,10 @@ def load_dataset(
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise DatasetError(f"split fractions {fractions} must be non-negative and sum to 1")
     pattern = re.compile(group_pattern) if group_pattern else None
-    images = []
-    for path in find_images(root):
-        relative = path.relative_to(root).as_posix()
-        label = _label_of(relative, labels_from)
-        if label is None:
-            continue
-        key = _group_key(path.name, relative, pattern)
-        images.append(LabeledImage(path=path, relative=relative, label=label, split=assign_split(key, seed, fractions)))
+    images = [
+        replace(image, split=assign_split(_group_key(image.path.name, image.relative, pattern), seed, fractions))
+        for image in labelled_images(root, labels_from)
+    ]
     labels = sorted({image.label for image in images})
     if not images:
         raise DatasetError(f"{root}: no images found (supported endings: .jpg .jpeg .png .bmp .webp)")
@@ -132,6 +128,17 @@ def load_dataset(
 def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
     """Images a class needs so that each non-empty split expects at least one of them."""
     return math.ceil(1 / min(fraction for fraction in fractions if fraction > 0) - 1e-9)
+
+
+def labelled_images(root: Path, labels_from: LabelSource = LabelSource.folder) -> list[LabeledImage]:
+    """Every supported image under `root` that has a label, in path order (split not yet assigned: "")."""
+    images = []
+    for path in find_images(root):
+        relative = path.relative_to(root).as_posix()
+        label = _label_of(relative, labels_from)
+        if label is not None:
+            images.append(LabeledImage(path=path, relative=relative, label=label, split=""))
+    return images
 
 
 def _label_of(relative: str, labels_from: LabelSource) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 from runtime.distributed import Engine
 from runtime.prefetch import decode_ahead
 from train.feature_worker import FeatureWorker, ImageFeatures, decode, features_of
-from train.views import View
+from train.views import ImageView
 
 #: One backbone batch: image file paths.
 Chunk = Sequence[str]
@@ -50,7 +50,7 @@ class WorkerSpec:
 
     onnx_path: Path | None
     input_size: tuple[int, int]
-    views: tuple[View, ...]
+    views: tuple[ImageView, ...]
 
 
 def feature_batches(

@@ -9,13 +9,21 @@ from rich.console import Console
 from rich.table import Table
 from sklearn import metrics
 
+from runtime.classifier import decide
+from runtime.metadata import DecisionThreshold
+
 
 def evaluate(
-    probabilities: np.ndarray, true_indices: np.ndarray, labels: Sequence[str], files: Sequence[str]
+    probabilities: np.ndarray,
+    true_indices: np.ndarray,
+    labels: Sequence[str],
+    files: Sequence[str],
+    threshold: DecisionThreshold | None = None,
 ) -> dict[str, object]:
     """Accuracy, balanced accuracy, per-class precision/recall/F1, log-loss, confusion matrix,
-    misclassified files and every prediction, as a JSON-ready dict."""
-    predicted = probabilities.argmax(axis=1)
+    misclassified files and every prediction, as a JSON-ready dict. Predictions follow `threshold`
+    (two classes) as the runtime does, else the most probable class."""
+    predicted = np.array([decide(row, labels, threshold) for row in probabilities], dtype=np.int64)
     indices = list(range(len(labels)))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
         true_indices, predicted, labels=indices, zero_division=0

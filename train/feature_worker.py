@@ -17,7 +17,7 @@ from runtime.errors import ImageError
 from runtime.imaging import load_for_model
 from runtime.metadata import INPUT_NAME
 from runtime.session import SessionSettings
-from train.views import View
+from train.views import ImageView
 
 FEATURES_OUTPUT = "features"
 
@@ -52,7 +52,7 @@ def decode(name: str, data: bytes | None, input_size: tuple[int, int]) -> np.nda
 
 
 def features_of(
-    decoded: Sequence[np.ndarray | ImageError], views: Sequence[View], extract: Callable[[np.ndarray], np.ndarray]
+    decoded: Sequence[np.ndarray | ImageError], views: Sequence[ImageView], extract: Callable[[np.ndarray], np.ndarray]
 ) -> list[ImageFeatures]:
     """Features of every view of each decoded image in one backbone batch (errors passed through, in place).
 
@@ -74,7 +74,7 @@ class FeatureWorker:
     `threads` sets onnxruntime's intra-op threads (0 = one per core); workers that share a machine use 1.
     """
 
-    def __init__(self, model: Path | bytes, input_size: tuple[int, int], views: Sequence[View], threads: int = 0) -> None:
+    def __init__(self, model: Path | bytes, input_size: tuple[int, int], views: Sequence[ImageView], threads: int = 0) -> None:
         self.input_size = input_size
         self.views = list(views)
         self.extract = OnnxExtractor(model, SessionSettings(intra_op_threads=threads))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
-from runtime.metadata import ModelMetadata
+from runtime.metadata import DecisionThreshold, ModelMetadata
 from train.atomic import write_atomically
 from train.backbones import DEFAULT_ARCH, get_backbone
 from train.bottleneck import compute_bottlenecks
@@ -25,7 +25,11 @@ from train.edge import EdgeConfig, make_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
 from train.engines import EngineConfig, WorkerSpec
+from train.augment import augmented_views
 from train.extractor import EXTRACTOR_FILE, onnx_extractor
+from train.fine_tune import FineTuneConfig, fine_tune
+from train.html_report import write_html_report
+from train.threshold import choose_threshold
 from train.head import HeadConfig, predict_views, train_head
 from train.views import symmetry_views
 
@@ -56,6 +60,14 @@ class TrainConfig:
     edge: EdgeConfig = field(default_factory=lambda: EdgeConfig(int8=False, fp16=False))
     #: Where the bottleneck phase runs (this process by default).
     engine: EngineConfig = field(default_factory=EngineConfig)
+    #: Seeded augmented views per training image, cached like any feature (0: none).
+    augment: int = 0
+    #: End-to-end training of the top backbone layers after the head (none by default).
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    #: Two classes: the class the decision threshold is about (default: the second label).
+    positive: str | None = None
+    #: Two classes: choose the threshold for this recall of `positive` instead of the best balanced accuracy.
+    target_recall: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,19 +120,45 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         labels = np.array([dataset.labels.index(image.label) for image in images], dtype=np.int64)
         return features, labels, images
 
-    train_x, train_y, _ = arrays("train")
+    train_x, train_y, train_images = arrays("train")
     if len(set(train_y.tolist())) < 2:
         raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
-    val_x, val_y, _ = arrays("validation")
+    if config.augment:
+        augmented = compute_bottlenecks(
+            [image.path for image in train_images], replace(spec, views=tuple(augmented_views(config.augment, seed))),
+            cache, extract, config.bottleneck_batch_size, console, config.engine,
+        )
+        train_x = np.concatenate([train_x, np.stack([augmented.features[image.path] for image in train_images])], axis=1)
+    val_x, val_y, val_images = arrays("validation")
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
     console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
 
     test_x, test_y, test_images = arrays("test")
     if not test_images:
         raise DatasetError(f"{dataset.root}: the test split is empty; add images or change --split")
-    test_probabilities = predict_views(head.model, test_x)  # what the exported model computes
-    test_report = evaluate(test_probabilities, test_y, dataset.labels, [image.relative for image in test_images])
+    test_files = [image.relative for image in test_images]
+    fused = fuse(extractor, head.model, views)
+    val_probabilities, test_probabilities = predict_views(head.model, val_x), predict_views(head.model, test_x)
+    fine_tuning = None
+    if config.fine_tune.layers:
+        head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files)
+        console.print(f"Fine-tuning the top {config.fine_tune.layers} backbone layers for {config.fine_tune.epochs} epochs")
+
+        def pixels(images: list[LabeledImage]) -> np.ndarray:
+            return np.stack([load_for_model(image.path, backbone.input_size) for image in images])
+
+        curves = fine_tune(fused, extractor, (pixels(train_images), train_y), (pixels(val_images), val_y), config.fine_tune, seed)
+        for epoch in curves:
+            console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
+        val_probabilities = np.asarray(fused.predict(pixels(val_images), batch_size=8, verbose=0)) if val_images else val_probabilities
+        test_probabilities = np.asarray(fused.predict(pixels(test_images), batch_size=8, verbose=0))
+        fine_tuning = {**asdict(config.fine_tune), "curves": curves, "head_only": _summary(head_only)}
+    threshold = _threshold(dataset, val_probabilities, val_y, config, console)
+    test_report = evaluate(test_probabilities, test_y, dataset.labels, test_files, threshold)  # what the exported model computes
     print_report(test_report, console)
+    if fine_tuning:
+        fine_tuning["fine_tuned"] = _summary(test_report)
+        console.print(f"Test split, head only vs fine-tuned: {fine_tuning['head_only']} -> {fine_tuning['fine_tuned']}")
 
     metadata = ModelMetadata(
         labels=dataset.labels,
@@ -140,9 +178,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         toolkit_version=__version__,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},
+        decision_threshold=threshold,
     )
     parity_pixels = np.stack([load_for_model(image.path, backbone.input_size) for image in test_images[:PARITY_IMAGES]])
-    exported = export_onnx(fuse(extractor, head.model, views), metadata, config.export, parity_pixels)
+    exported = export_onnx(fused, metadata, config.export, parity_pixels)
     console.print(
         f"Exported {exported.path} (opset {exported.opset}); parity on {exported.parity_images} test images: "
         f"max |p_onnx - p_tf| = {exported.max_abs_difference:.1e} (tolerance {exported.tolerance:.0e})"
@@ -156,20 +195,57 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "skipped_images": [str(failure) for failure in bottlenecks.failures],
         "duplicates_across_classes": duplicates,
         "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
-        "head": {"c": head.c, "candidates": head.candidates},
+        "head": {"c": head.c, "candidates": head.candidates, "augmented_views": config.augment},
+        "decision_threshold": asdict(threshold) if threshold else None,
+        "fine_tune": fine_tuning,
         "test": test_report,
         "export": {"opset": exported.opset, "parity_images": exported.parity_images, "max_abs_difference": exported.max_abs_difference, "tolerance": exported.tolerance},
         "seconds": round(time.perf_counter() - started, 2),
     }
     report_path = report_path_for(exported.path)
     write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
-    console.print(f"Report: {report_path}")
+    page, *_ = write_html_report(
+        test_report, exported.path.with_suffix(""), dataset.root, f"{exported.path.name}: {backbone.spec.name} on {dataset.root}",
+        curves=fine_tuning["curves"] if fine_tuning else head.candidates, curve_axis="epoch" if fine_tuning else "C",
+        positive=threshold.positive if threshold else None,
+    )
+    console.print(f"Report: {report_path} and {page}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
     if config.edge.precisions:
         report["edge_variants"] = make_variants(exported.path, dataset, replace(config.edge, seed=seed), console)
         report["seconds"] = round(time.perf_counter() - started, 2)
         write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
+
+
+def _summary(evaluation: dict[str, object]) -> dict[str, float]:
+    return {key: round(float(evaluation[key]), 4) for key in ("accuracy", "balanced_accuracy")}
+
+
+def _threshold(
+    dataset: Dataset, probabilities: np.ndarray, labels: np.ndarray, config: TrainConfig, console: Console
+) -> DecisionThreshold | None:
+    """The two-class operating threshold chosen on the validation split (None for more classes)."""
+    if len(dataset.labels) != 2:
+        if config.target_recall is not None or config.positive is not None:
+            raise DatasetError(f"{dataset.root}: --positive and --target-recall need exactly two classes, found {len(dataset.labels)}")
+        return None
+    positive = config.positive or dataset.labels[1]
+    if positive not in dataset.labels:
+        raise DatasetError(f"{dataset.root}: --positive {positive!r} is not one of the classes {dataset.labels}")
+    column = dataset.labels.index(positive)
+    try:
+        threshold = choose_threshold(probabilities[:, column], labels == column, positive, config.target_recall)
+    except ValueError as error:
+        if config.target_recall is not None:
+            raise DatasetError(f"{dataset.root}: {error}; add validation images or change --split") from error
+        console.print(f"[yellow]warning[/yellow] no decision threshold: {error}; the most probable class wins")
+        return None
+    console.print(
+        f"Decision threshold: {positive} when its probability >= {threshold.threshold:.3f} ({threshold.rule}; "
+        f"validation recall {threshold.validation['recall']:.3f}, specificity {threshold.validation['specificity']:.3f})"
+    )
+    return threshold
 
 
 def _print_counts(dataset: Dataset, console: Console) -> None:

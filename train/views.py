@@ -14,6 +14,7 @@ for the exported graph are in `train.view_layers`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +25,15 @@ VIEW_COUNTS = (1, 2, 4, 8)
 
 class ViewError(RetrainOnnxError):
     """An impossible views setting."""
+
+
+class ImageView(Protocol):
+    """Anything that makes one variant of an image for feature extraction: a `View`, or an augmented view."""
+
+    @property
+    def name(self) -> str: ...
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,141 @@
+"""Model quality features: augmented views (seeded, cached), the two-class decision threshold (chosen on
+validation, stored in metadata, applied by the runtime), the HTML report, and `evaluate-model`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.classifier import decide
+from runtime.errors import ModelError
+from runtime.metadata import DecisionThreshold, ModelMetadata
+from train.augment import AugmentedView, augmented_views
+from train.threshold import choose_threshold
+
+
+def test_augmented_views_are_seeded_distinct_and_keep_the_shape(assets_dir: Path) -> None:
+    from runtime.imaging import load_for_model
+
+    pixels = np.stack([load_for_model(path, (64, 64)) for path in sorted((assets_dir / "CD").glob("*.jpg"))[:3]])
+    first, second = augmented_views(2, seed=7)
+    assert first.name == "aug7-0" and second.name == "aug7-1"
+    one = first.apply(pixels)
+    assert one.shape == pixels.shape and one.dtype == np.uint8
+    np.testing.assert_array_equal(one, AugmentedView(7, 0).apply(pixels))  # same seed and index: same view
+    assert not np.array_equal(one, second.apply(pixels)) and not np.array_equal(one, pixels)
+    np.testing.assert_array_equal(one[1], first.apply(pixels[1]))  # a batch is its images one by one
+    assert AugmentedView(0, 0).apply(np.zeros((40, 30, 3), np.uint8)).shape == (40, 30, 3)  # non-square: no turn
+
+
+def test_threshold_stays_at_half_unless_clearly_better_and_meets_a_target_recall() -> None:
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(40, bool), np.ones(40, bool)]
+    scores = np.clip(np.r_[rng.normal(0.3, 0.15, 40), rng.normal(0.7, 0.15, 40)], 0, 1)
+    balanced = choose_threshold(scores, truth, "crack")
+    assert balanced.positive == "crack" and abs(balanced.threshold - 0.5) < 0.15
+    assert balanced.validation["balanced_accuracy"] > 0.85
+    strict = choose_threshold(scores, truth, "crack", target_recall=1.0)
+    assert strict.validation["recall"] == 1.0 and strict.threshold <= scores[truth].min()
+    assert "recall >= 1" in strict.rule
+    shifted = choose_threshold(scores - 0.3, truth, "crack")  # a clearly better point far from 0.5 is taken
+    assert shifted.threshold < 0.35
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold(scores[:40], truth[:40], "crack")
+
+
+def test_threshold_in_metadata_round_trips_and_decides() -> None:
+    threshold = DecisionThreshold("UD", 0.7, "test rule", {"recall": 0.9})
+    metadata = ModelMetadata(
+        labels=["CD", "UD"], input_height=8, input_width=8, resize_method="pillow-bilinear", backbone="b", weights="w",
+        preprocessing="p", toolkit_version="t", trained_at="now", decision_threshold=threshold,
+    )
+    assert ModelMetadata.from_props(metadata.to_props(), "m.onnx").decision_threshold == threshold
+    assert decide(np.array([0.35, 0.65]), ["CD", "UD"], threshold) == 0  # UD only from 0.7 on
+    assert decide(np.array([0.25, 0.75]), ["CD", "UD"], threshold) == 1
+    assert decide(np.array([0.35, 0.65]), ["CD", "UD"], None) == 1
+    props = metadata.to_props() | {"labels": '["a", "b", "c"]'}
+    with pytest.raises(ModelError, match="needs a two-class model"):
+        ModelMetadata.from_props(props, "m.onnx")
+
+
+@pytest.mark.slow
+def test_augment_threshold_report_and_evaluate_model(small_dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    model = tmp_path / "m.onnx"
+    command = [
+        sys.executable, "-m", "train", str(small_dataset), "--export", str(model), "--workspace", str(tmp_path / "cache"),
+        "--weights", "none", "--image-size", "64", "--split", "50,25,25", "--augment", "2", "--positive", "CD", "--target-recall", "0.9",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["head"]["augmented_views"] == 2
+    threshold = report["decision_threshold"]
+    assert threshold["positive"] == "CD" and threshold["validation"]["recall"] >= 0.9 and "recall >= 0.9" in threshold["rule"]
+
+    from runtime import Classifier
+
+    classifier = Classifier(model)
+    assert classifier.metadata.decision_threshold.threshold == pytest.approx(threshold["threshold"])
+    predictions = classifier.predict_batch([small_dataset / row["file"] for row in report["test"]["predictions"]])
+    assert [p.label for p in predictions] == [row["predicted"] for row in report["test"]["predictions"]]
+
+    page = (tmp_path / "m.report.html").read_text(encoding="utf-8")
+    for element in ('id="summary"', 'id="per-class"', 'id="misclassified"', "Training curves", "Confusion matrix", "ROC curve (CD positive)", "Precision-recall curve", "data:image/png;base64,"):
+        assert element in page, element
+    for plot in ("curves", "confusion", "roc", "pr"):
+        assert (tmp_path / f"m.{plot}.png").read_bytes().startswith(b"\x89PNG")
+
+    again = subprocess.run(command[:-2], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("found in cache, nothing computed") == 2  # symmetry view and augmented views alike
+
+    evaluated = subprocess.run(
+        [sys.executable, "-c", "import sys; from train.evaluate_cli import main; sys.argv[0] = 'evaluate-model'; main(); ", str(model), str(small_dataset)],
+        capture_output=True, text=True,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads((tmp_path / f"m.eval-{small_dataset.name}.report.json").read_text())
+    assert result["images"] == 40 and set(result["per_class"]) == {"CD", "UD"}
+    assert (tmp_path / f"m.eval-{small_dataset.name}.report.html").exists()
+
+
+def test_evaluate_model_refuses_unknown_classes_in_one_line(color_model: Path, small_dataset: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from train.evaluate_cli import main; main()", str(color_model), str(small_dataset)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {small_dataset}: class(es) CD, UD are not among the model's labels ['blue', 'green', 'red']"
+
+
+@pytest.mark.slow
+def test_fine_tuning_trains_end_to_end_and_reports_both(small_dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    model = tmp_path / "ft.onnx"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "train", str(small_dataset), "--export", str(model), "--workspace", str(tmp_path / "cache"),
+            "--weights", "none", "--image-size", "64", "--views", "2", "--split", "50,25,25",
+            "--fine-tune-layers", "5", "--fine-tune-epochs", "2",
+        ],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "ft.report.json").read_text())
+    tuned = report["fine_tune"]
+    assert tuned["layers"] == 5 and [row["epoch"] for row in tuned["curves"]] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(tuned["curves"][0])
+    assert set(tuned["head_only"]) == set(tuned["fine_tuned"]) == {"accuracy", "balanced_accuracy"}
+    assert tuned["fine_tuned"]["accuracy"] == round(report["test"]["accuracy"], 4)
+
+    from runtime import Classifier
+
+    predictions = Classifier(model).predict_batch([small_dataset / row["file"] for row in report["test"]["predictions"]])
+    assert [p.label for p in predictions] == [row["predicted"] for row in report["test"]["predictions"]]  # the fine-tuned model was exported
+    assert "Training curves" in (tmp_path / "ft.report.html").read_text(encoding="utf-8")
