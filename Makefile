@@ -25,4 +25,4 @@ runtime-wheel:  # dist/retrain_onnx_runtime-*.whl: the runtime alone (no TensorF
 	$(PYTHON) packaging/build_runtime_wheel.py dist
 
 clean:
-	rm -rf $(VENV) .retrain-cache model.onnx model.report.json build dist *.egg-info
+	rm -rf $(VENV) .retrain-cache model.onnx model.report.json model.report.html model.*.png build dist *.egg-info
