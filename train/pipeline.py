@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import keras
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -141,18 +142,9 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     val_probabilities, test_probabilities = predict_views(head.model, val_x), predict_views(head.model, test_x)
     fine_tuning = None
     if config.fine_tune.layers:
-        head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files)
-        console.print(f"Fine-tuning the top {config.fine_tune.layers} backbone layers for {config.fine_tune.epochs} epochs")
-
-        def pixels(images: list[LabeledImage]) -> np.ndarray:
-            return np.stack([load_for_model(image.path, backbone.input_size) for image in images])
-
-        curves = fine_tune(fused, extractor, (pixels(train_images), train_y), (pixels(val_images), val_y), config.fine_tune, seed)
-        for epoch in curves:
-            console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
-        val_probabilities = np.asarray(fused.predict(pixels(val_images), batch_size=8, verbose=0)) if val_images else val_probabilities
-        test_probabilities = np.asarray(fused.predict(pixels(test_images), batch_size=8, verbose=0))
-        fine_tuning = {**asdict(config.fine_tune), "curves": curves, "head_only": _summary(head_only)}
+        fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(evaluate(test_probabilities, test_y, dataset.labels, test_files))}
+        splits = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
+        fine_tuning["curves"], val_probabilities, test_probabilities = _fine_tune(fused, extractor, splits, backbone.input_size, config, console)
     threshold = _threshold(dataset, val_probabilities, val_y, config, console)
     test_report = evaluate(test_probabilities, test_y, dataset.labels, test_files, threshold)  # what the exported model computes
     print_report(test_report, console)
@@ -216,6 +208,36 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         report["seconds"] = round(time.perf_counter() - started, 2)
         write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
+
+
+def _fine_tune(
+    fused: keras.Model,
+    extractor: keras.Model,
+    splits: dict[str, tuple[list[LabeledImage], np.ndarray]],
+    input_size: tuple[int, int],
+    config: TrainConfig,
+    console: Console,
+) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
+    """Fine-tune `fused` in place on the training images; return the per-epoch curves and the fine-tuned
+    model's validation and test probabilities."""
+    console.print(f"Fine-tuning the top {config.fine_tune.layers} backbone layers for {config.fine_tune.epochs} epochs")
+    pixels = {name: _pixels(images, input_size) for name, (images, _) in splits.items()}
+    labels = {name: labels for name, (_, labels) in splits.items()}
+    curves = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
+    for epoch in curves:
+        console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
+    validation, test = (
+        np.asarray(fused.predict(pixels[name], batch_size=8, verbose=0)) if len(pixels[name]) else np.zeros((0, fused.output_shape[-1]), np.float32)
+        for name in ("validation", "test")
+    )
+    return curves, validation, test
+
+
+def _pixels(images: list[LabeledImage], input_size: tuple[int, int]) -> np.ndarray:
+    """The images decoded and resized as the model takes them (an empty (0, H, W, 3) batch for none)."""
+    if not images:
+        return np.zeros((0, *input_size, 3), np.uint8)
+    return np.stack([load_for_model(image.path, input_size) for image in images])
 
 
 def _summary(evaluation: dict[str, object]) -> dict[str, float]:
