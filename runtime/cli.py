@@ -28,7 +28,9 @@ app = typer.Typer(add_completion=False, help="Classify images with a model expor
 def classify(
     model: Path = typer.Argument(..., help="Model file written by train-model --export."),
     inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders (searched recursively)."),
-    list_file: Optional[Path] = typer.Option(None, "--list", help="A text file naming one image per line (read as a stream)."),
+    list_file: Optional[Path] = typer.Option(
+        None, "--list", exists=True, dir_okay=False, readable=True, help="A text file naming one image per line (read as a stream)."
+    ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Show the K most probable labels."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),

@@ -66,7 +66,9 @@ def ray_connection(address: str | None) -> Iterator[None]:
 
 
 def actor_count(workers: int | None) -> int:
-    """`workers`, or by default one per CPU of the connected Ray cluster."""
+    """One actor per CPU of the connected Ray cluster, or `workers` when fewer (each actor takes one CPU;
+    more would never be scheduled and their work would wait for ever)."""
     import ray
 
-    return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return min(workers, cpus) if workers else cpus

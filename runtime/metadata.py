@@ -40,7 +40,12 @@ class DecisionThreshold:
     def from_json(cls, text: str) -> "DecisionThreshold | None":
         """Parse `to_json`'s output; "" or "null" means no threshold."""
         value = json.loads(text) if text else None
-        return None if value is None else cls(str(value["positive"]), float(value["threshold"]), value.get("rule", ""), value.get("validation", {}))
+        if value is None:
+            return None
+        threshold = float(value["threshold"])
+        if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+            raise ValueError(f"decision threshold {threshold} is not a probability")
+        return cls(str(value["positive"]), threshold, value.get("rule", ""), value.get("validation", {}))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class BatchClassifier:
         self._column = column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        files = [str(name) for name in batch[self._column]]
+        files = [str(name).strip() for name in batch[self._column]]  # list lines as the local engine reads them
         probabilities = np.full((len(files), len(self._classifier.labels)), np.nan, dtype=np.float32)
         errors = [""] * len(files)
         for row, result in enumerate(self._classifier.classify_files(files, batch_size=len(files))):

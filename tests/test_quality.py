@@ -139,3 +139,13 @@ def test_fine_tuning_trains_end_to_end_and_reports_both(small_dataset: Path, tmp
     predictions = Classifier(model).predict_batch([small_dataset / row["file"] for row in report["test"]["predictions"]])
     assert [p.label for p in predictions] == [row["predicted"] for row in report["test"]["predictions"]]  # the fine-tuned model was exported
     assert "Training curves" in (tmp_path / "ft.report.html").read_text(encoding="utf-8")
+
+
+def test_threshold_edge_cases_an_unreachable_recall_and_nan() -> None:
+    truth = np.array([True, False, True])
+    strict = choose_threshold(np.array([0.1, 0.2, 0.9]), truth, "crack", target_recall=1.0)
+    assert strict.validation["recall"] == 1.0 and strict.threshold <= 0.1
+    with pytest.raises(ValueError, match="finite"):
+        choose_threshold(np.array([0.1, np.nan, 0.9]), truth, "crack")
+    with pytest.raises(ValueError, match="not a probability"):
+        DecisionThreshold.from_json('{"positive": "a", "threshold": NaN}')

@@ -93,7 +93,8 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     by_path = {str(image.path): image for image in test}
     truth = np.array([dataset.labels.index(by_path[file].label) for file in files])
     relative = [by_path[file].relative for file in files]
-    fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative)
+    threshold = reference.metadata.decision_threshold
+    fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative, threshold)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
     source = {"model": model_path.name, "sha256": _sha256(model_path), "bytes": model_path.stat().st_size}
     summaries = []
@@ -104,7 +105,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
             conversion = _convert(precision, model_path, temporary, calibration, reference.input_size, console)
             _stamp(temporary, replace(reference.metadata, precision=precision, conversion={}))
             _, probabilities = _classify(Classifier(temporary, providers="cpu"), files)
-            report = evaluate(probabilities, truth, dataset.labels, relative)
+            report = evaluate(probabilities, truth, dataset.labels, relative, threshold)
             comparison = compare(fp32_report, report, fp32_probabilities, probabilities)
             summary = {
                 "precision": precision,
@@ -147,7 +148,7 @@ def compare(fp32: dict, variant: dict, fp32_probabilities: np.ndarray, probabili
         "test_images": int(len(probabilities)),
         "fp32": {"accuracy": fp32["accuracy"], "balanced_accuracy": fp32["balanced_accuracy"]},
         "variant": {"accuracy": variant["accuracy"], "balanced_accuracy": variant["balanced_accuracy"]},
-        "agreement": float(np.mean(fp32_probabilities.argmax(axis=1) == probabilities.argmax(axis=1))),
+        "agreement": float(np.mean([a["predicted"] == b["predicted"] for a, b in zip(fp32["predictions"], variant["predictions"])])),
         "max_abs_probability_difference": float(np.abs(fp32_probabilities - probabilities).max()),
         "loss_points": round(100 * loss, 4),
     }

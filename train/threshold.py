@@ -17,7 +17,7 @@ from runtime.metadata import DecisionThreshold
 def choose_threshold(positive_scores: np.ndarray, is_positive: np.ndarray, positive: str, target_recall: float | None = None) -> DecisionThreshold:
     """The threshold on `positive_scores` (probability of class `positive`) for the labels `is_positive`.
 
-    Candidates are 0.5 and the midpoints between neighbouring validation scores. A validation split is
+    Candidates are 0, 0.5 and the midpoints between neighbouring validation scores. A validation split is
     small, so a candidate counts as best when it is within one image of the best balanced accuracy
     (0.5 / images of the smaller class), and of those the one nearest 0.5 wins: the head is fitted with
     balanced class weights, so 0.5 moves only for a gain larger than one image's luck. Raises
@@ -27,8 +27,10 @@ def choose_threshold(positive_scores: np.ndarray, is_positive: np.ndarray, posit
     truth = np.asarray(is_positive, dtype=bool)
     if truth.all() or not truth.any():
         raise ValueError("the validation split needs images of both classes to choose a threshold")
+    if not np.isfinite(scores).all():
+        raise ValueError("validation scores must be finite numbers")
     distinct = np.unique(scores)
-    candidates = np.unique(np.concatenate([[0.5], (distinct[1:] + distinct[:-1]) / 2]))
+    candidates = np.unique(np.concatenate([[0.0, 0.5], (distinct[1:] + distinct[:-1]) / 2]))  # 0.0: recall 1
     called = scores[None, :] >= candidates[:, None]
     recall = (called & truth).sum(axis=1) / truth.sum()
     specificity = (~called & ~truth).sum(axis=1) / (~truth).sum()
@@ -39,8 +41,7 @@ def choose_threshold(positive_scores: np.ndarray, is_positive: np.ndarray, posit
         best = int(near_best[np.argmin(np.abs(candidates[near_best] - 0.5))])
         rule = "best balanced accuracy on the validation split (within one image), nearest 0.5"
     else:
-        feasible = np.flatnonzero(recall >= target_recall)
-        best = int(feasible.max()) if len(feasible) else 0
+        best = int(np.flatnonzero(recall >= target_recall).max())  # threshold 0.0 always qualifies
         rule = f"highest threshold with {positive} recall >= {target_recall:g} on the validation split"
     return DecisionThreshold(
         positive=positive,
