@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from runtime.errors import ImageError
-from runtime.imaging import ImageSource, describe_source, load_for_model
+from runtime.imaging import ImageSource, describe_source, load_for_model, try_load_for_model
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, DecisionThreshold, ModelMetadata
 from runtime.model import Providers, load_model
 from runtime.prefetch import decode_ahead
@@ -124,7 +124,7 @@ class Classifier:
         pending = [str(path) for path in paths]
         chunks = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for chunk, decoded in decode_ahead(pool, chunks, self._try_load):
+            for chunk, decoded in decode_ahead(pool, chunks, lambda path: try_load_for_model(path, self.input_size)):
                 good = [(name, pixels) for name, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]
                 predictions = iter(
                     self.predict_pixels(np.stack([p for _, p in good]), [n for n, _ in good]) if good else []
@@ -138,12 +138,6 @@ class Classifier:
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         (probabilities,) = self._model.session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels})
         return probabilities
-
-    def _try_load(self, path: str) -> np.ndarray | ImageError:
-        try:
-            return load_for_model(path, self.input_size)
-        except ImageError as error:
-            return error
 
     def prediction_from(self, row: np.ndarray, source: str) -> Prediction:
         """The `Prediction` for one image's class probabilities `row` (in label order), e.g. computed elsewhere.

@@ -100,6 +100,14 @@ def load_for_model(source: ImageSource, size: tuple[int, int], name: str | None 
     return resize_image(decode_image(source, target_size=size, name=name), size)
 
 
+def try_load_for_model(source: ImageSource, size: tuple[int, int], name: str | None = None) -> np.ndarray | ImageError:
+    """`load_for_model`, returning the `ImageError` instead of raising it (for batches that must go on)."""
+    try:
+        return load_for_model(source, size, name)
+    except ImageError as error:
+        return error
+
+
 def _open(source: ImageSource, name: str) -> Image.Image:
     """Open (lazily) and check the pixel count; Pillow's warning for large but allowed images is silenced."""
     if isinstance(source, Image.Image):

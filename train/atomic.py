@@ -1,7 +1,9 @@
-"""Atomic file output: write to a temporary file beside the target, rename into place on success."""
+"""File output and identity: atomic writes (temporary file beside the target, renamed into place on
+success) and the SHA-256 of a file's bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -34,3 +36,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` through `atomic_output`."""
     with atomic_output(path) as temporary:
         temporary.write_bytes(data)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of the file's bytes: its identity in the cache, checksums and reports."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from runtime.errors import ImageError
+from train.atomic import file_sha256
 from train.cache import BottleneckCache
 from train.engines import EngineConfig, WorkerSpec, feature_batches
 
@@ -58,7 +58,7 @@ def compute_bottlenecks(
     copies: dict[str, list[Path]] = {}  # content hash -> every path with those bytes, computed once
     for path in paths:
         try:
-            content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+            content_hash = file_sha256(path)
         except OSError as error:
             result.failures.append(ImageError(path, f"cannot read file ({error.strerror})"))
             continue

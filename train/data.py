@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runtime.errors import RetrainOnnxError
 from runtime.imaging import find_images
+from train.atomic import file_sha256
 
 SPLITS = ("train", "validation", "test")
 
@@ -64,7 +65,7 @@ class Dataset:
         groups: dict[str, list[LabeledImage]] = defaultdict(list)
         for same_size in (group for group in by_size.values() if len({image.label for image in group}) > 1):
             for image in same_size:
-                groups[hashlib.sha256(image.path.read_bytes()).hexdigest()].append(image)
+                groups[file_sha256(image.path)].append(image)
         return sorted(
             sorted(image.relative for image in group) for group in groups.values() if len({image.label for image in group}) > 1
         )

@@ -10,7 +10,6 @@ more than the tolerance, unless forced. The comparison goes into the variant's m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -26,7 +25,7 @@ from runtime import Classifier
 from runtime.errors import RetrainOnnxError
 from runtime.imaging import load_for_model
 from runtime.metadata import ModelMetadata
-from train.atomic import atomic_output, write_atomically
+from train.atomic import atomic_output, file_sha256, write_atomically
 from train.data import Dataset, LabeledImage
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
@@ -96,7 +95,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     threshold = reference.metadata.decision_threshold
     fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative, threshold)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
-    source = {"model": model_path.name, "sha256": _sha256(model_path), "bytes": model_path.stat().st_size}
+    source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
     summaries = []
     for precision in config.precisions:
         target = variant_path(model_path, precision)
@@ -183,7 +182,4 @@ def _stamp(path: Path, metadata: ModelMetadata) -> None:
     write_metadata(proto, metadata)
     onnx.save(proto, path)
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -9,7 +9,6 @@ catches a damaged copy, which is then converted again.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import keras
@@ -17,7 +16,7 @@ import numpy as np
 import onnx
 
 from runtime.session import SessionSettings
-from train.atomic import atomic_output, write_atomically
+from train.atomic import atomic_output, file_sha256, write_atomically
 from train.export import ExportError, convert
 from train.feature_worker import FEATURES_OUTPUT, OnnxExtractor
 
@@ -30,20 +29,17 @@ def onnx_extractor(extractor: keras.Model, directory: Path, settings: SessionSet
     """The ONNX twin of the Keras `extractor`, converted and checked on first use, then read from `directory`."""
     path = directory / EXTRACTOR_FILE
     checksum = path.with_name(path.name + ".sha256")
-    if not (path.is_file() and checksum.is_file() and _sha256(path) == checksum.read_text().strip()):
+    if not (path.is_file() and checksum.is_file() and file_sha256(path) == checksum.read_text().strip()):
         input_size = tuple(extractor.input_shape[1:3])
         proto = convert(extractor, input_size, lambda features: {FEATURES_OUTPUT: features})
         onnx.checker.check_model(proto, full_check=True)
         with atomic_output(path) as temporary:
             temporary.write_bytes(proto.SerializeToString())
             _check_parity(extractor, OnnxExtractor(temporary, settings), input_size, path)
-            digest = _sha256(temporary)
+            digest = file_sha256(temporary)
         write_atomically(checksum, digest.encode("ascii"))
     return OnnxExtractor(path, settings)
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_parity(extractor: keras.Model, twin: OnnxExtractor, input_size: tuple[int, ...], path: Path) -> None:

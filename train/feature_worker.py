@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import ImageError
-from runtime.imaging import load_for_model
+from runtime.imaging import try_load_for_model
 from runtime.metadata import INPUT_NAME
 from runtime.session import SessionSettings
 from train.views import ImageView
@@ -45,10 +45,7 @@ class OnnxExtractor:
 
 def decode(name: str, data: bytes | None, input_size: tuple[int, int]) -> np.ndarray | ImageError:
     """Decode and resize one image (from `data`, or read from the file `name`); the error instead of raising."""
-    try:
-        return load_for_model(Path(name) if data is None else data, input_size, name=name)
-    except ImageError as error:
-        return error
+    return try_load_for_model(Path(name) if data is None else data, input_size, name=name)
 
 
 def features_of(
