@@ -163,7 +163,7 @@ def _convert(
     pixels = [load_for_model(image.path, size) for image in calibration]
     kept = quantize_int8(source, target, pixels)
     return {
-        "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min/max calibration",
+        "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min/max calibration, bias correction",
         "calibration_images": len(pixels),
         "float32_nodes": kept,
     }
