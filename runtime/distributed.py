@@ -40,7 +40,7 @@ class RayInput:
 
 
 class EngineError(RetrainOnnxError):
-    """Ray is missing or its cluster cannot be reached."""
+    """Ray is missing, its cluster cannot be reached, or a worker (process or actor) died."""
 
 
 @contextmanager

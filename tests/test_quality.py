@@ -149,3 +149,17 @@ def test_threshold_edge_cases_an_unreachable_recall_and_nan() -> None:
         choose_threshold(np.array([0.1, np.nan, 0.9]), truth, "crack")
     with pytest.raises(ValueError, match="not a probability"):
         DecisionThreshold.from_json('{"positive": "a", "threshold": NaN}')
+
+
+def test_report_draws_class_names_with_dollar_signs_as_text(assets_dir: Path, tmp_path: Path) -> None:
+    """Class names are folder names, not TeX: `cost$^$` would make matplotlib's mathtext raise."""
+    pytest.importorskip("matplotlib")
+    from train.evaluate import evaluate
+    from train.html_report import write_html_report
+
+    labels = ["cost$^$", "$5 plain"]
+    files = [f"CD/{path.name}" for path in sorted((assets_dir / "CD").glob("*.jpg"))[:4]]
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32)
+    evaluation = evaluate(probabilities, np.array([0, 0, 1, 1]), labels, files)
+    page, *plots = write_html_report(evaluation, tmp_path / "model", assets_dir, "names", positive=labels[1])
+    assert "cost$^$" in page.read_text(encoding="utf-8") and len(plots) == 3 and all(plot.stat().st_size for plot in plots)

@@ -4,6 +4,7 @@ share one cache without damaging it."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -55,6 +56,36 @@ def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resu
     reused = report["bottlenecks"]["reused"]
     assert reused >= 1 and reused + report["bottlenecks"]["computed"] == 400
     assert f"Bottlenecks: {reused} cached, {400 - reused} to compute" in resumed.stdout
+
+
+def test_a_killed_worker_process_gives_one_line_and_the_next_run_resumes(assets_dir: Path, tmp_path: Path) -> None:
+    workspace, model = tmp_path / "cache", tmp_path / "m.onnx"
+    run = command(assets_dir, workspace, model, "--weights", "none", "--image-size", "160", "--workers", "2")
+    process = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(cache_entries(workspace)) < 16 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [pid for pid in _children(process.pid) if "spawn_main" in _command_line(pid)]
+    assert workers, "no worker process found"
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: a bottleneck worker died")
+    assert "Traceback" not in stderr and not model.exists()
+    resumed = subprocess.run(run, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(model.with_name("m.report.json").read_text())["bottlenecks"]["reused"] >= 1
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_two_processes_sharing_one_cache_do_not_corrupt_it(small_dataset: Path, tmp_path: Path) -> None:

@@ -12,12 +12,13 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.distributed import Engine
+from runtime.distributed import Engine, EngineError
 from runtime.prefetch import decode_ahead
 from train.feature_worker import FeatureWorker, ImageFeatures, decode, features_of
 from train.views import ImageView
@@ -98,15 +99,31 @@ def _in_processes(chunks: Sequence[Chunk], spec: WorkerSpec, workers: int) -> It
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(spec,)) as pool:
-        yield from in_order(lambda chunk: pool.submit(_run_chunk, chunk), chunks, window=2 * workers)
+        yield from in_order(lambda chunk: pool.submit(_run_chunk, chunk), chunks, window=2 * workers, died=(BrokenProcessPool,))
 
 
-def in_order(submit: Callable[[Chunk], Future], chunks: Iterable[Chunk], window: int) -> Iterator[list[ImageFeatures]]:
-    """Results of `submit(chunk)` in chunk order, with at most `window` chunks in flight (bounded memory)."""
+def in_order(
+    submit: Callable[[Chunk], Future], chunks: Iterable[Chunk], window: int, died: tuple[type[BaseException], ...]
+) -> Iterator[list[ImageFeatures]]:
+    """Results of `submit(chunk)` in chunk order, with at most `window` chunks in flight (bounded memory).
+
+    An exception of a type in `died` (the engine lost a worker) becomes a one-line `EngineError`; the
+    features of the chunks before it have been yielded, so the caller has cached them.
+    """
     pending: deque[Future] = deque()
+
+    def oldest() -> list[ImageFeatures]:
+        try:
+            return pending.popleft().result()
+        except died as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise EngineError(
+                f"a bottleneck worker died ({reason}); the features computed so far are cached, run again to go on"
+            ) from error
+
     for chunk in chunks:
         pending.append(submit(chunk))
         if len(pending) >= window:
-            yield pending.popleft().result()
+            yield oldest()
     while pending:
-        yield pending.popleft().result()
+        yield oldest()

@@ -51,7 +51,17 @@ def write_html_report(
     positive class of a two-class problem (ROC and PR curves). Returns the files written.
     """
     paths = report_paths(stem)
-    written = []
+    with matplotlib.rc_context({"text.parse_math": False}):  # class names are folder names, not TeX
+        figures = _plot_all(evaluation, paths, curves, curve_axis, positive)
+    page = _page(evaluation, title, figures, image_root)
+    paths["report.html"].write_text(page, encoding="utf-8")
+    return [paths["report.html"], *(path for _, path in figures)]
+
+
+def _plot_all(
+    evaluation: dict[str, object], paths: dict[str, Path], curves: Sequence[dict[str, float]], curve_axis: str, positive: str | None
+) -> list[tuple[str, Path]]:
+    """Draw every plot the evaluation has; return (caption, PNG path) pairs."""
     figures = []
     if curves:
         _plot_curves(curves, curve_axis, paths["curves.png"])
@@ -66,10 +76,7 @@ def write_html_report(
             _plot_roc(scores, truth, positive, paths["roc.png"])
             _plot_pr(scores, truth, positive, paths["pr.png"])
             figures += [(f"ROC curve ({positive} positive)", paths["roc.png"]), (f"Precision-recall curve ({positive} positive)", paths["pr.png"])]
-    written += [path for _, path in figures]
-    page = _page(evaluation, title, figures, image_root)
-    paths["report.html"].write_text(page, encoding="utf-8")
-    return [paths["report.html"], *written]
+    return figures
 
 
 def _positive_scores(predictions: Sequence[dict[str, object]], labels: Sequence[str], positive: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import time
@@ -142,7 +143,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     val_probabilities, test_probabilities = predict_views(head.model, val_x), predict_views(head.model, test_x)
     fine_tuning = None
     if config.fine_tune.layers:
-        fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(evaluate(test_probabilities, test_y, dataset.labels, test_files))}
+        # Head only, judged the same way as the fine-tuned model: with its own validation-chosen threshold.
+        head_threshold = _threshold(dataset, val_probabilities, val_y, config, Console(file=io.StringIO()))
+        head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files, head_threshold)
+        fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(head_only)}
         splits = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
         fine_tuning["curves"], val_probabilities, test_probabilities = _fine_tune(fused, extractor, splits, backbone.input_size, config, console)
     threshold = _threshold(dataset, val_probabilities, val_y, config, console)

@@ -27,7 +27,10 @@ def ray_feature_batches(chunks: Sequence[Chunk], spec: WorkerSpec, config: Engin
         actor = ray.remote(num_cpus=1)(FeatureWorker)
         actors = [actor.remote(model, spec.input_size, spec.views, 1) for _ in range(actor_count(config.workers))]
         turns = itertools.cycle(actors)
-        yield from in_order(lambda chunk: next(turns).run.remote(_with_bytes(chunk)).future(), chunks, window=2 * len(actors))
+        yield from in_order(
+            lambda chunk: next(turns).run.remote(_with_bytes(chunk)).future(), chunks, window=2 * len(actors),
+            died=(ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError),
+        )
 
 
 def _with_bytes(chunk: Chunk) -> list[tuple[str, bytes | None]]:
