@@ -111,19 +111,13 @@ def in_order(
     features of the chunks before it have been yielded, so the caller has cached them.
     """
     pending: deque[Future] = deque()
-
-    def oldest() -> list[ImageFeatures]:
-        try:
-            return pending.popleft().result()
-        except died as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise EngineError(
-                f"a bottleneck worker died ({reason}); the features computed so far are cached, run again to go on"
-            ) from error
-
-    for chunk in chunks:
-        pending.append(submit(chunk))
-        if len(pending) >= window:
-            yield oldest()
-    while pending:
-        yield oldest()
+    try:
+        for chunk in chunks:
+            pending.append(submit(chunk))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except died as error:  # raised by result() or, once the engine knows, by submit()
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise EngineError(f"a bottleneck worker died ({reason}); the features computed so far are cached, run again to go on") from error
