@@ -19,7 +19,7 @@ from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
 from train.atomic import write_atomically
-from train.backbones import DEFAULT_ARCH, get_backbone
+from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset
@@ -112,17 +112,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         [image.path for image in dataset.images], spec, cache, extract, config.bottleneck_batch_size, console, config.engine
     )
     bottleneck_seconds = time.perf_counter() - bottleneck_started
-    usable = [image for image in dataset.images if image.path in bottlenecks.features]
-
-    def arrays(split: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
-        """Features (images, views, feature_dim), label indices and images of one split."""
-        images = [image for image in usable if image.split == split]
-        shape = (0, len(views), backbone.spec.feature_dim)
-        features = np.stack([bottlenecks.features[image.path] for image in images]) if images else np.zeros(shape, np.float32)
-        labels = np.array([dataset.labels.index(image.label) for image in images], dtype=np.int64)
-        return features, labels, images
-
-    train_x, train_y, train_images = arrays("train")
+    splits = _split_features(dataset, bottlenecks.features, (len(views), backbone.spec.feature_dim))
+    train_x, train_y, train_images = splits["train"]
     if len(set(train_y.tolist())) < 2:
         raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
     if config.augment:
@@ -131,11 +122,11 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
             cache, extract, config.bottleneck_batch_size, console, config.engine,
         )
         train_x = np.concatenate([train_x, np.stack([augmented.features[image.path] for image in train_images])], axis=1)
-    val_x, val_y, val_images = arrays("validation")
+    val_x, val_y, val_images = splits["validation"]
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
     console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
 
-    test_x, test_y, test_images = arrays("test")
+    test_x, test_y, test_images = splits["test"]
     if not test_images:
         raise DatasetError(f"{dataset.root}: the test split is empty; add images or change --split")
     test_files = [image.relative for image in test_images]
@@ -147,8 +138,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         head_threshold = _threshold(dataset, val_probabilities, val_y, config, Console(file=io.StringIO()))
         head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files, head_threshold)
         fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(head_only)}
-        splits = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
-        fine_tuning["curves"], val_probabilities, test_probabilities = _fine_tune(fused, extractor, splits, backbone.input_size, config, console)
+        labelled = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
+        fine_tuning["curves"], val_probabilities, test_probabilities = _fine_tune(fused, extractor, labelled, backbone.input_size, config, console)
     threshold = _threshold(dataset, val_probabilities, val_y, config, console)
     test_report = evaluate(test_probabilities, test_y, dataset.labels, test_files, threshold)  # what the exported model computes
     print_report(test_report, console)
@@ -156,26 +147,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         fine_tuning["fine_tuned"] = _summary(test_report)
         console.print(f"Test split, head only vs fine-tuned: {fine_tuning['head_only']} -> {fine_tuning['fine_tuned']}")
 
-    metadata = ModelMetadata(
-        labels=dataset.labels,
-        input_height=backbone.input_size[0],
-        input_width=backbone.input_size[1],
-        resize_method=RESIZE_METHOD,
-        backbone=backbone.spec.name,
-        weights=backbone.weights_identity,
-        preprocessing=backbone.preprocessing.name,
-        views=len(views),
-        split={
-            "proportions": list(config.split),
-            "seed": seed,
-            "labels_from": config.labels_from.value,
-            "group_pattern": config.group_pattern,
-        },
-        toolkit_version=__version__,
-        trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},
-        decision_threshold=threshold,
-    )
+    metadata = _metadata(config, dataset, backbone, len(views), test_report, threshold)
     parity_pixels = np.stack([load_for_model(image.path, backbone.input_size) for image in test_images[:PARITY_IMAGES]])
     exported = export_onnx(fused, metadata, config.export, parity_pixels)
     console.print(
@@ -212,6 +184,45 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         report["seconds"] = round(time.perf_counter() - started, 2)
         write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
+
+
+def _split_features(
+    dataset: Dataset, features: dict[Path, np.ndarray], shape: tuple[int, int]
+) -> dict[str, tuple[np.ndarray, np.ndarray, list[LabeledImage]]]:
+    """Per split: features (images, views, feature_dim), label indices and the images that have features
+    (`shape` is (views, feature_dim), for an empty split)."""
+    splits = {}
+    for split in SPLITS:
+        images = [image for image in dataset.images if image.split == split and image.path in features]
+        stacked = np.stack([features[image.path] for image in images]) if images else np.zeros((0, *shape), np.float32)
+        splits[split] = (stacked, np.array([dataset.labels.index(image.label) for image in images], dtype=np.int64), images)
+    return splits
+
+
+def _metadata(
+    config: TrainConfig, dataset: Dataset, backbone: Backbone, views: int, test_report: dict[str, object], threshold: DecisionThreshold | None
+) -> ModelMetadata:
+    """What the exported model carries about itself."""
+    return ModelMetadata(
+        labels=dataset.labels,
+        input_height=backbone.input_size[0],
+        input_width=backbone.input_size[1],
+        resize_method=RESIZE_METHOD,
+        backbone=backbone.spec.name,
+        weights=backbone.weights_identity,
+        preprocessing=backbone.preprocessing.name,
+        views=views,
+        split={
+            "proportions": list(config.split),
+            "seed": config.seed,
+            "labels_from": config.labels_from.value,
+            "group_pattern": config.group_pattern,
+        },
+        toolkit_version=__version__,
+        trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        test_metrics={key: test_report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")},
+        decision_threshold=threshold,
+    )
 
 
 def _fine_tune(
