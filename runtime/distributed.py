@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from runtime.errors import RetrainOnnxError
+from runtime.errors import RetrainOnnxError, first_line
 
 
 class Engine(str, Enum):
@@ -58,7 +58,7 @@ def ray_connection(address: str | None) -> Iterator[None]:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # progress notes, not results
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise EngineError(f"cannot connect to the Ray cluster at {address!r} ({str(error).splitlines()[0]})") from error
+        raise EngineError(f"cannot connect to the Ray cluster at {address!r} ({first_line(error)})") from error
     try:
         yield
     finally:

@@ -15,9 +15,9 @@ pytest.importorskip("tensorflow")
 onnx = pytest.importorskip("onnx")
 
 from runtime import Classifier  # noqa: E402
+from runtime.imaging import load_for_model  # noqa: E402
 from train.data import LabeledImage, load_dataset  # noqa: E402
 from train.edge import calibration_sample  # noqa: E402
-from runtime.imaging import load_for_model  # noqa: E402
 from train.int8 import shorten_names  # noqa: E402
 
 BIN = Path(sys.executable).parent

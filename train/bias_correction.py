@@ -24,6 +24,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from runtime.session import SessionSettings
+
 #: Calibration images the correction measures means on (taken evenly from the calibration sample).
 CORRECTION_IMAGES = 48
 #: A channel's shift is corrected only when it is this many standard errors (over the images) from zero.
@@ -66,9 +68,7 @@ def channel_means(model: onnx.ModelProto, tensors: Sequence[str], pixels: Sequen
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in tensors)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(probe.SerializeToString(), SessionSettings().options(), providers=["CPUExecutionProvider"])
     input_name = model.graph.input[0].name
     per_image = [[output.mean(axis=(0, 2, 3), dtype=np.float64) for output in session.run(None, {input_name: image[None]})] for image in pixels]
     return [np.stack(means) for means in zip(*per_image)]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.distributed import Engine, EngineError
+from runtime.errors import first_line
 from runtime.prefetch import decode_ahead
 from train.feature_worker import FeatureWorker, ImageFeatures, decode, features_of
 from train.views import ImageView
@@ -119,5 +120,4 @@ def in_order(
         while pending:
             yield pending.popleft().result()
     except died as error:  # raised by result() or, once the engine knows, by submit()
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise EngineError(f"a bottleneck worker died ({reason}); the features computed so far are cached, run again to go on") from error
+        raise EngineError(f"a bottleneck worker died ({first_line(error)}); the features computed so far are cached, run again to go on") from error

@@ -28,6 +28,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
+from runtime.session import SessionSettings
 from train.bias_correction import correct_biases
 
 #: Images (of the calibration set) the sensitivity scan runs per trial.
@@ -173,9 +174,7 @@ def _int8_rounded(weights: np.ndarray) -> np.ndarray:
 
 
 def _probabilities(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), SessionSettings().options(), providers=["CPUExecutionProvider"])
     return session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels})[0]
 
 
