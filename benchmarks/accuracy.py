@@ -64,11 +64,12 @@ def measure(
                 result = run(config, console=quiet)
                 keras.backend.clear_session()  # one process runs many trainings: free each one's graphs
                 gc.collect()
-                test = result.report["test"]
+                test, tuned = result.report["test"], result.report["fine_tune"]
                 rows.append({
                     "dataset": dataset, "arch": arch, "views": views, "augment": augment, "fine_tune_layers": layers, "seed": seed, "test_images": test["images"],
                     "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
                     "log_loss": test["log_loss"], "seconds": result.report["seconds"],
+                    **({"kept_epoch": tuned["kept_epoch"]} if tuned else {}),
                 })
                 print(f"{dataset} {arch} views {views} augment {augment} fine-tune {layers} seed {seed}: accuracy {test['accuracy']:.4f} "
                       f"balanced {test['balanced_accuracy']:.4f} ({result.report['seconds']} s)", file=sys.stderr)
@@ -121,7 +122,8 @@ def write_markdown(path: Path, result: dict[str, object]) -> None:
         f"Command: `{result['command']}`  ", f"Machine: {result['environment']['cpu']}, {result['environment']['cores']} cores; "
         f"date {result['environment']['date']}", "",
         "Settings side by side: head only (augmented views 0, fine-tuned layers 0), with N augmented views per",
-        "training image, and with the top K backbone layers fine-tuned (3 epochs).", "",
+        "training image, and with the top K backbone layers fine-tuned (3 epochs; the epoch of lowest validation loss",
+        "is kept, 0 meaning none beat the head-only start).", "",
         "| data set | backbone | views | augmented views | fine-tuned layers | metric | seeds | mean | std | min | max |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -133,10 +135,10 @@ def write_markdown(path: Path, result: dict[str, object]) -> None:
     for t in result["targets"]:
         measured = "n/a" if t["measured"] is None else f"{t['measured']:.4f}"
         lines.append(f"| {t['name']} | {measured} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "## Runs", "", "| data set | backbone | views | augmented views | fine-tuned layers | seed | test images | accuracy | balanced accuracy | log-loss | seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "## Runs", "", "| data set | backbone | views | augmented views | fine-tuned layers | kept epoch | seed | test images | accuracy | balanced accuracy | log-loss | seconds |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [
-        f"| {r['dataset']} | {r['arch']} | {r['views']} | {r['augment']} | {r['fine_tune_layers']} | {r['seed']} | {r['test_images']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['log_loss']:.4f} | {r['seconds']} |"
+        f"| {r['dataset']} | {r['arch']} | {r['views']} | {r['augment']} | {r['fine_tune_layers']} | {r.get('kept_epoch', '-')} | {r['seed']} | {r['test_images']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['log_loss']:.4f} | {r['seconds']} |"
         for r in result["runs"]
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

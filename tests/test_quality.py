@@ -130,6 +130,8 @@ def test_fine_tuning_trains_end_to_end_and_reports_both(small_dataset: Path, tmp
     report = json.loads((tmp_path / "ft.report.json").read_text())
     tuned = report["fine_tune"]
     assert tuned["layers"] == 5 and [row["epoch"] for row in tuned["curves"]] == [1, 2]
+    losses = [row["val_loss"] for row in tuned["curves"]]
+    assert tuned["kept_epoch"] == 0 or losses[tuned["kept_epoch"] - 1] == min(losses)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(tuned["curves"][0])
     assert set(tuned["head_only"]) == set(tuned["fine_tuned"]) == {"accuracy", "balanced_accuracy"}
     assert tuned["fine_tuned"]["accuracy"] == round(report["test"]["accuracy"], 4)
@@ -138,7 +140,30 @@ def test_fine_tuning_trains_end_to_end_and_reports_both(small_dataset: Path, tmp
 
     predictions = Classifier(model).predict_batch([small_dataset / row["file"] for row in report["test"]["predictions"]])
     assert [p.label for p in predictions] == [row["predicted"] for row in report["test"]["predictions"]]  # the fine-tuned model was exported
-    assert "Training curves" in (tmp_path / "ft.report.html").read_text(encoding="utf-8")
+    page = (tmp_path / "ft.report.html").read_text(encoding="utf-8")
+    assert "Training curves" in page and f"fine-tuned (kept epoch {tuned['kept_epoch']})" in page
+    assert f"<td>head only</td><td>{tuned['head_only']['accuracy']:.4f}</td>" in page
+
+
+def test_fine_tuning_keeps_the_head_only_weights_when_no_epoch_lowers_the_validation_loss(assets_dir: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from runtime.imaging import load_for_model
+    from train.backbones import get_backbone
+    from train.export import fuse
+    from train.fine_tune import FineTuneConfig, fine_tune
+    from train.head import build_head
+
+    images = sorted((assets_dir / "CD").glob("*.jpg"))[:6] + sorted((assets_dir / "UD").glob("*.jpg"))[:6]
+    pixels = np.stack([load_for_model(path, (32, 32)) for path in images])
+    labels = np.array([0] * 6 + [1] * 6)
+    extractor = get_backbone("mobilenet_v2", "none", (32, 32), seed=3).build_extractor()
+    fused = fuse(extractor, build_head(extractor.output_shape[-1], 2))
+    start = [weights.copy() for weights in fused.get_weights()]
+    # A learning rate of 100 wrecks the model in one step: no epoch can beat the start on validation.
+    wrecked = fine_tune(fused, extractor, (pixels[::2], labels[::2]), (pixels[1::2], labels[1::2]), FineTuneConfig(layers=3, epochs=2, learning_rate=100.0))
+    assert wrecked.kept_epoch == 0 and [row["epoch"] for row in wrecked.curves] == [1, 2]
+    for kept, original in zip(fused.get_weights(), start):
+        np.testing.assert_array_equal(kept, original)
 
 
 def test_threshold_edge_cases_an_unreachable_recall_and_nan() -> None:

@@ -4,12 +4,18 @@ It runs on real image batches (not cached features), through the same fused mode
 (all symmetry views, averaged), at a low learning rate with Adam, for a few epochs; batch-normalisation
 layers stay frozen (their running statistics come from ImageNet and a few hundred images would only
 make them noisier). Each epoch's training and validation loss and accuracy become the report's curves.
+
+The model kept is the one with the lowest validation loss, the head-only start (epoch 0) included: with a
+few hundred images an epoch can overfit or overshoot, and the validation split (never the test split)
+decides whether fine-tuning helped at all. Without validation images the last epoch is kept.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -28,6 +34,15 @@ class FineTuneConfig:
     learning_rate: float = LEARNING_RATE
 
 
+@dataclass(frozen=True)
+class FineTuneResult:
+    """The per-epoch curves (epoch, loss, accuracy, val_loss, val_accuracy) and the epoch whose weights
+    the model now holds (0: none beat the head-only start on validation loss)."""
+
+    curves: list[dict[str, float]]
+    kept_epoch: int
+
+
 def fine_tune(
     fused: keras.Model,
     extractor: keras.Model,
@@ -35,12 +50,12 @@ def fine_tune(
     validation: tuple[np.ndarray, np.ndarray],
     config: FineTuneConfig,
     seed: int = 0,
-) -> list[dict[str, float]]:
+) -> FineTuneResult:
     """Train `fused` (which contains `extractor` and the head) on uint8 image batches, in place.
 
     Unfreezes the last `config.layers` layers of `extractor` that have weights (batch normalisation
     excepted) and the whole head; classes are weighted by inverse frequency, like the head's fit.
-    Returns one dict per epoch: epoch, loss, accuracy, val_loss, val_accuracy.
+    Leaves `fused` with the weights of the epoch of lowest validation loss (see the module docstring).
     """
     trainable = [layer for layer in _leaf_layers(extractor) if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
     for layer in _leaf_layers(extractor):
@@ -54,11 +69,31 @@ def fine_tune(
     fused.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
-    history = fused.fit(
-        pixels, labels, batch_size=config.batch_size, epochs=config.epochs, validation_data=validation if len(validation[0]) else None,
-        class_weight=weights, shuffle=True, verbose=0,
-    ).history
-    return [{"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.items()}} for epoch in range(config.epochs)]
+    if not len(validation[0]):
+        history = fused.fit(pixels, labels, batch_size=config.batch_size, epochs=config.epochs, class_weight=weights, shuffle=True, verbose=0).history
+        return FineTuneResult(_curves(history, config.epochs), config.epochs)
+    start = fused.get_weights()
+    start_loss = float(fused.evaluate(*validation, batch_size=config.batch_size, verbose=0)[0])
+    with tempfile.TemporaryDirectory(prefix="retrain-fine-tune-") as scratch:
+        best = Path(scratch) / "best.weights.h5"
+        keep_best = keras.callbacks.ModelCheckpoint(
+            best, monitor="val_loss", save_best_only=True, save_weights_only=True, initial_value_threshold=start_loss
+        )
+        history = fused.fit(
+            pixels, labels, batch_size=config.batch_size, epochs=config.epochs, validation_data=validation,
+            class_weight=weights, shuffle=True, verbose=0, callbacks=[keep_best],
+        ).history
+        if best.exists():
+            fused.load_weights(best)
+        else:
+            fused.set_weights(start)
+    losses = np.nan_to_num([start_loss, *history["val_loss"]], nan=np.inf)  # a NaN loss is never kept, as in the callback
+    return FineTuneResult(_curves(history, config.epochs), int(np.argmin(losses)))
+
+
+def _curves(history: dict[str, list[float]], epochs: int) -> list[dict[str, float]]:
+    """Keras' `fit` history as one dict per epoch."""
+    return [{"epoch": epoch + 1, **{key: float(values[epoch]) for key, values in history.items()}} for epoch in range(epochs)]
 
 
 def _leaf_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:

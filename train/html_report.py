@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -42,18 +42,20 @@ def write_html_report(
     curves: Sequence[dict[str, float]] = (),
     curve_axis: str = "epoch",
     positive: str | None = None,
+    comparison: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Path]:
     """Write STEM.report.html and its PNG plots for `evaluation` (from `train.evaluate.evaluate`), whose
     file names are relative to `image_root`.
 
     `curves` has one row per step of training (`curve_axis`: "epoch", or "C" for the head's
     regularisation path) with train `loss`/`accuracy` and `val_loss`/`val_accuracy`; `positive` is the
-    positive class of a two-class problem (ROC and PR curves). Returns the files written.
+    positive class of a two-class problem (ROC and PR curves); `comparison` maps model names (head only,
+    fine-tuned) to their test accuracy and balanced accuracy, shown as a table. Returns the files written.
     """
     paths = report_paths(stem)
     with matplotlib.rc_context({"text.parse_math": False}):  # class names are folder names, not TeX
         figures = _plot_all(evaluation, paths, curves, curve_axis, positive)
-    page = _page(evaluation, title, figures, image_root)
+    page = _page(evaluation, title, figures, image_root, comparison or {})
     paths["report.html"].write_text(page, encoding="utf-8")
     return [paths["report.html"], *(path for _, path in figures)]
 
@@ -159,8 +161,17 @@ def _thumbnail(path: Path) -> str | None:
     return _data_uri(buffer.getvalue(), "image/jpeg")
 
 
-def _page(evaluation: dict[str, object], title: str, figures: list[tuple[str, Path]], image_root: Path) -> str:
+def _page(
+    evaluation: dict[str, object], title: str, figures: list[tuple[str, Path]], image_root: Path, comparison: Mapping[str, Mapping[str, float]]
+) -> str:
     escape = html.escape
+    compared = "".join(
+        f"<tr><td>{escape(name)}</td><td>{m['accuracy']:.4f}</td><td>{m['balanced_accuracy']:.4f}</td></tr>" for name, m in comparison.items()
+    )
+    compared = (
+        "<h2>Head only vs fine-tuned (same test split)</h2><table id=\"comparison\"><tr><th>model</th><th>accuracy</th>"
+        f"<th>balanced accuracy</th></tr>{compared}</table>"
+    ) if compared else ""
     summary = (
         f"{evaluation['images']} test images | accuracy {evaluation['accuracy']:.4f} | "
         f"balanced accuracy {evaluation['balanced_accuracy']:.4f} | log-loss {evaluation['log_loss']:.4f}"
@@ -195,6 +206,7 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }} figure img {{ max-width
 </style></head><body>
 <h1>{escape(title)}</h1>
 <p id="summary">{escape(summary)}</p>
+{compared}
 <h2>Plots</h2>
 <div id="plots">{plots}</div>
 <h2>Per-class metrics</h2>

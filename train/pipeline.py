@@ -29,7 +29,7 @@ from train.export import export_onnx, fuse
 from train.engines import EngineConfig, WorkerSpec
 from train.augment import augmented_views
 from train.extractor import EXTRACTOR_FILE, onnx_extractor
-from train.fine_tune import FineTuneConfig, fine_tune
+from train.fine_tune import FineTuneConfig, FineTuneResult, fine_tune
 from train.html_report import write_html_report
 from train.threshold import choose_threshold
 from train.head import HeadConfig, predict_views, train_head
@@ -139,7 +139,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files, head_threshold)
         fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(head_only)}
         labelled = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
-        fine_tuning["curves"], val_probabilities, test_probabilities = _fine_tune(fused, extractor, labelled, backbone.input_size, config, console)
+        tuned, val_probabilities, test_probabilities = _fine_tune(fused, extractor, labelled, backbone.input_size, config, console)
+        fine_tuning |= {"curves": tuned.curves, "kept_epoch": tuned.kept_epoch}
     threshold = _threshold(dataset, val_probabilities, val_y, config, console)
     test_report = evaluate(test_probabilities, test_y, dataset.labels, test_files, threshold)  # what the exported model computes
     print_report(test_report, console)
@@ -176,6 +177,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         test_report, exported.path.with_suffix(""), dataset.root, f"{exported.path.name}: {backbone.spec.name} on {dataset.root}",
         curves=fine_tuning["curves"] if fine_tuning else head.candidates, curve_axis="epoch" if fine_tuning else "C",
         positive=threshold.positive if threshold else None,
+        comparison={"head only": fine_tuning["head_only"], f"fine-tuned (kept epoch {fine_tuning['kept_epoch']})": fine_tuning["fine_tuned"]}
+        if fine_tuning else None,
     )
     console.print(f"Report: {report_path} and {page}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
@@ -232,20 +235,24 @@ def _fine_tune(
     input_size: tuple[int, int],
     config: TrainConfig,
     console: Console,
-) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
-    """Fine-tune `fused` in place on the training images; return the per-epoch curves and the fine-tuned
+) -> tuple[FineTuneResult, np.ndarray, np.ndarray]:
+    """Fine-tune `fused` in place on the training images; return the curves and kept epoch, and the kept
     model's validation and test probabilities."""
     console.print(f"Fine-tuning the top {config.fine_tune.layers} backbone layers for {config.fine_tune.epochs} epochs")
     pixels = {name: _pixels(images, input_size) for name, (images, _) in splits.items()}
     labels = {name: labels for name, (_, labels) in splits.items()}
-    curves = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
-    for epoch in curves:
+    tuned = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
+    for epoch in tuned.curves:
         console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
+    console.print(
+        f"Fine-tuning: kept epoch {tuned.kept_epoch} (lowest validation loss)"
+        if tuned.kept_epoch else "Fine-tuning: kept the head-only model (no epoch lowered the validation loss)"
+    )
     validation, test = (
         np.asarray(fused.predict(pixels[name], batch_size=8, verbose=0)) if len(pixels[name]) else np.zeros((0, fused.output_shape[-1]), np.float32)
         for name in ("validation", "test")
     )
-    return curves, validation, test
+    return tuned, validation, test
 
 
 def _pixels(images: list[LabeledImage], input_size: tuple[int, int]) -> np.ndarray:
