@@ -1,5 +1,6 @@
 """Interrupted and concurrent training runs lose nothing: Ctrl-C resumes from the cache, two processes
-share one cache without damaging it."""
+share one cache without damaging it, a file rewritten while its features are computed is never cached
+under its old bytes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
+from train.atomic import file_sha256  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
+from train.bottleneck import compute_bottlenecks  # noqa: E402
 from train.cache import BottleneckCache  # noqa: E402
+from train.engines import WorkerSpec  # noqa: E402
+from train.views import View  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +112,26 @@ def test_two_processes_sharing_one_cache_do_not_corrupt_it(small_dataset: Path, 
     third = subprocess.run(command(small_dataset, workspace, tmp_path / "m2.onnx", *SMALL_MODEL, "--split", "50,25,25"), capture_output=True, text=True)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "all 40 found in cache, nothing computed" in third.stdout
+
+
+def test_a_file_rewritten_while_its_features_are_computed_is_skipped_not_cached_under_its_old_bytes(small_dataset: Path, tmp_path: Path) -> None:
+    backbone = get_backbone("mobilenet_v2", "none", (32, 32), seed=0)
+    extractor = backbone.build_extractor()
+    cache = BottleneckCache(tmp_path, backbone)
+    paths = sorted(small_dataset.glob("*/*.jpg"))[:4]
+    rewritten, other = paths[0], sorted(small_dataset.glob("UD/*.jpg"))[-1]
+    old_hash = file_sha256(rewritten)
+    copy = small_dataset / "CD" / "copy-of-first.jpg"
+    copy.write_bytes(rewritten.read_bytes())
+
+    def extract_while_the_file_is_rewritten(pixels: np.ndarray) -> np.ndarray:
+        rewritten.write_bytes(other.read_bytes())  # another program replaces the photo mid-run
+        return extractor.predict_on_batch(pixels)
+
+    spec = WorkerSpec(None, (32, 32), (View(),))
+    first = compute_bottlenecks([*paths, copy], spec, cache, extract_while_the_file_is_rewritten, batch_size=8)
+    assert {failure.source for failure in first.failures} == {str(rewritten), str(copy)} and first.computed == 3
+    assert str(first.failures[0]) == f"{rewritten}: changed while its features were computed; run again to include it"
+    assert rewritten not in first.features and cache.get(old_hash) is None
+    again = compute_bottlenecks([*paths, copy], spec, cache, extractor.predict_on_batch, batch_size=8)
+    assert not again.failures and (again.computed, again.reused) == (2, 3)  # the new photo and the copy (old bytes, never cached)

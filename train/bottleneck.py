@@ -87,6 +87,9 @@ def compute_bottlenecks(
                 if isinstance(outcome, ImageError):
                     result.failures.extend(ImageError(path, outcome.problem) for path in copies[content_hash])
                     continue
+                if not _still_has(copies[content_hash][0], content_hash):
+                    result.failures.extend(_changed_while_computed(copies[content_hash]))
+                    continue
                 for view, row in zip(views, outcome):
                     cache.put(content_hash, row, view.name)
                 result.features.update(dict.fromkeys(copies[content_hash], outcome))
@@ -95,6 +98,24 @@ def compute_bottlenecks(
     for failure in result.failures:
         console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
     return result
+
+
+def _still_has(path: Path, content_hash: str) -> bool:
+    """Whether the file still holds the bytes hashed before its features were computed (it may have been
+    rewritten in between: caching the features under the old hash would then be wrong)."""
+    try:
+        return file_sha256(path) == content_hash
+    except OSError:
+        return False
+
+
+def _changed_while_computed(copies: list[Path]) -> list[ImageError]:
+    """Skip notices for a file that changed while its features were computed and for its byte-identical copies."""
+    first, *others = copies
+    later = "run again to include it"
+    return [ImageError(first, f"changed while its features were computed; {later}")] + [
+        ImageError(path, f"its byte-identical copy {first} changed while features were computed; {later}") for path in others
+    ]
 
 
 class _ImagesPerSecond(ProgressColumn):
