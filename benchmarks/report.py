@@ -72,11 +72,11 @@ def markdown(result: dict[str, object]) -> str:
     lines += ["", "Speed-up, onnxruntime / TensorFlow (same run):", ""]
     lines += table(["backbone", "batch", "ratio"], [[s["backbone"], s["batch"], s["onnxruntime_over_tensorflow"]] for s in result["speedups"]])
     lines += ["", f"![latency per image vs batch size]({PLOT_FILE})", "", "## Edge variants of the default model (int8, fp16) vs fp32", "",
-              "Same test split per data set; throughput through `Classifier.predict_pixels` at batch 32 on this CPU "
+              "Each split seed trains its own model; fp32 and its variants share that seed's test split; throughput through `Classifier.predict_pixels` at batch 32 on this CPU "
               "(fp16 runs on a CPU by casting back to fp32: its row shows size and accuracy, its speed is not the point). "
               "`gate passed` = within 1 point of fp32 (the benchmark writes refused variants with --force to measure them).", ""]
-    lines += table(["data", "precision", "views", "MB", "size / fp32", "accuracy", "balanced acc.", "agreement", "loss (points)", "images/s", "speed / fp32", "gate passed"], [
-        [e["data"], e["precision"], e["views"], e["bytes"] / 1e6, e["size_vs_fp32"], e["accuracy"], e["balanced_accuracy"], e["agreement"],
+    lines += table(["data", "seed", "precision", "views", "MB", "size / fp32", "accuracy", "balanced acc.", "agreement", "loss (points)", "images/s", "speed / fp32", "gate passed"], [
+        [e["data"], e["seed"], e["precision"], e["views"], e["bytes"] / 1e6, e["size_vs_fp32"], e["accuracy"], e["balanced_accuracy"], e["agreement"],
          e["loss_points"], e["images_per_s_batch32"], e["speed_vs_fp32"], "yes" if e["gate_passed"] else "**no**"]
         for e in result["edge"]
     ])

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 TINY = SuiteConfig(
     backbones=[BackboneChoice("mobilenet_v2", "none", 32)], batch_sizes=(1, 32), latency_runs=50, min_seconds=0.01,
-    bottleneck_images=6, startup_repeats=1, matmul_size=64, heavy_backbones=("mobilenet_v2",), default_views=2,
+    bottleneck_images=6, startup_repeats=1, matmul_size=64, heavy_backbones=("mobilenet_v2",), default_views=2, edge_seeds=(0, 1),
 )
 
 
@@ -43,8 +43,11 @@ def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_data
     assert saved["cold_start"]["classify_one_image"]["seconds"] > 0 and saved["cold_start"]["import_runtime_seconds"] > 0
     assert any(row["default"] for row in saved["session_settings"])
 
-    assert [row["precision"] for row in saved["edge"]] == ["fp32", "int8", "fp16"]
+    assert [(row["seed"], row["precision"]) for row in saved["edge"]] == [(seed, p) for seed in (0, 1) for p in ("fp32", "int8", "fp16")]
     assert all(0 < row["size_vs_fp32"] <= 1 and row["images_per_s_batch32"] > 0 for row in saved["edge"])
+    loss = next(target for target in saved["targets"] if "int8 test accuracy loss" in target["name"])
+    assert loss["name"].endswith("mean over split seeds 0, 1")
+    assert loss["measured"] == pytest.approx(sum(row["loss_points"] for row in saved["edge"] if row["precision"] == "int8") / 2, abs=1e-4)
 
     assert len(saved["targets"]) == 10  # 2 speed-ups, 2 bottleneck, 1 peak share, 2 start-up, 3 int8
     compare = {">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
