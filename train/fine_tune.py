@@ -12,6 +12,7 @@ decides whether fine-tuning helped at all. Without validation images the last ep
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,9 +70,11 @@ def fine_tune(
     fused.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
+    fit = functools.partial(
+        fused.fit, pixels, labels, batch_size=config.batch_size, epochs=config.epochs, class_weight=weights, shuffle=True, verbose=0
+    )
     if not len(validation[0]):
-        history = fused.fit(pixels, labels, batch_size=config.batch_size, epochs=config.epochs, class_weight=weights, shuffle=True, verbose=0).history
-        return FineTuneResult(_curves(history, config.epochs), config.epochs)
+        return FineTuneResult(_curves(fit().history, config.epochs), config.epochs)
     start = fused.get_weights()
     start_loss = float(fused.evaluate(*validation, batch_size=config.batch_size, verbose=0)[0])
     with tempfile.TemporaryDirectory(prefix="retrain-fine-tune-") as scratch:
@@ -79,10 +82,7 @@ def fine_tune(
         keep_best = keras.callbacks.ModelCheckpoint(
             best, monitor="val_loss", save_best_only=True, save_weights_only=True, initial_value_threshold=start_loss
         )
-        history = fused.fit(
-            pixels, labels, batch_size=config.batch_size, epochs=config.epochs, validation_data=validation,
-            class_weight=weights, shuffle=True, verbose=0, callbacks=[keep_best],
-        ).history
+        history = fit(validation_data=validation, callbacks=[keep_best]).history
         if best.exists():
             fused.load_weights(best)
         else:
