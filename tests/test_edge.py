@@ -137,3 +137,28 @@ def test_bias_correction_leaves_no_significant_shift_in_any_convolution(small_mo
     assert significant_shifts() > 100
     assert correct_biases(float_model, quantized, pixels) > 0
     assert significant_shifts() == 0
+
+
+def test_sensitivity_scan_reads_logits_so_saturated_probabilities_cannot_hide_a_layer(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from train.int8 import conv_sensitivity, keep_in_float
+
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(small_model), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(prepared)
+    confident = onnx.load(prepared)  # the same network with its logits times 1000: probabilities all 0 or 1
+    softmax = next(node for node in confident.graph.node if node.op_type == "Softmax")
+    confident.graph.initializer.append(numpy_helper.from_array(np.array(1000, np.float32), "thousand"))
+    confident.graph.node.insert(list(confident.graph.node).index(softmax), helper.make_node("Mul", [softmax.input[0], "thousand"], ["sharpened"]))
+    softmax.input[0] = "sharpened"
+    pixels = np.stack([load_for_model(path, (96, 96)) for path in _test_split(assets_dir)[:4]])
+    saturated = ort.InferenceSession(confident.SerializeToString(), providers=["CPUExecutionProvider"]).run(["probabilities"], {"image": pixels})[0]
+    assert (np.minimum(saturated, 1 - saturated) < 1e-6).all()
+    plain, sharp = conv_sensitivity(model, pixels), conv_sensitivity(confident, pixels)
+    assert plain.keys() == sharp.keys() and len(plain) == 12
+    for name in plain:
+        assert sharp[name] == pytest.approx(1000 * plain[name], rel=1e-3)
+    assert keep_in_float(confident, pixels) == keep_in_float(model, pixels)
