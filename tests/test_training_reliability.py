@@ -21,6 +21,7 @@ from train.atomic import file_sha256  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.bottleneck import compute_bottlenecks  # noqa: E402
 from train.cache import BottleneckCache  # noqa: E402
+from train.data import LabeledImage  # noqa: E402
 from train.engines import WorkerSpec  # noqa: E402
 from train.views import View  # noqa: E402
 
@@ -124,14 +125,46 @@ def test_a_file_rewritten_while_its_features_are_computed_is_skipped_not_cached_
     copy = small_dataset / "CD" / "copy-of-first.jpg"
     copy.write_bytes(rewritten.read_bytes())
 
+    vanished = paths[3]
+
     def extract_while_the_file_is_rewritten(pixels: np.ndarray) -> np.ndarray:
-        rewritten.write_bytes(other.read_bytes())  # another program replaces the photo mid-run
+        rewritten.write_bytes(other.read_bytes())  # another program replaces one photo and deletes another mid-run
+        vanished.unlink(missing_ok=True)
         return extractor.predict_on_batch(pixels)
 
     spec = WorkerSpec(None, (32, 32), (View(),))
     first = compute_bottlenecks([*paths, copy], spec, cache, extract_while_the_file_is_rewritten, batch_size=8)
-    assert {failure.source for failure in first.failures} == {str(rewritten), str(copy)} and first.computed == 3
-    assert str(first.failures[0]) == f"{rewritten}: changed while its features were computed; run again to include it"
+    messages = {failure.source: str(failure) for failure in first.failures}
+    assert set(messages) == {str(rewritten), str(copy), str(vanished)} and first.computed == 2
+    assert messages[str(rewritten)] == f"{rewritten}: changed while its features were computed; run again to include it"
+    assert messages[str(vanished)] == f"{vanished}: disappeared while its features were computed; run again to include it"
     assert rewritten not in first.features and cache.get(old_hash) is None
-    again = compute_bottlenecks([*paths, copy], spec, cache, extractor.predict_on_batch, batch_size=8)
-    assert not again.failures and (again.computed, again.reused) == (2, 3)  # the new photo and the copy (old bytes, never cached)
+    again = compute_bottlenecks([*paths[:3], copy], spec, cache, extractor.predict_on_batch, batch_size=8)
+    assert not again.failures and (again.computed, again.reused) == (2, 2)  # the new photo and the copy (old bytes, never cached)
+
+
+def test_an_image_rewritten_during_the_augmented_pass_is_left_out_of_training_not_misaligned(small_dataset: Path, tmp_path: Path) -> None:
+    from train.augment import augmented_views
+    from train.pipeline import _with_augmented
+
+    backbone = get_backbone("mobilenet_v2", "none", (32, 32), seed=0)
+    extractor = backbone.build_extractor()
+    cache = BottleneckCache(tmp_path, backbone)
+    paths = sorted(small_dataset.glob("CD/*.jpg"))[:3] + sorted(small_dataset.glob("UD/*.jpg"))[:3]
+    plain = compute_bottlenecks(paths, WorkerSpec(None, (32, 32), (View(),)), cache, extractor.predict_on_batch)
+    rewritten = paths[1]
+
+    def extract_while_the_file_is_rewritten(pixels: np.ndarray) -> np.ndarray:
+        rewritten.write_bytes(paths[-1].read_bytes())
+        return extractor.predict_on_batch(pixels)
+
+    augmented = compute_bottlenecks(
+        paths, WorkerSpec(None, (32, 32), tuple(augmented_views(2, seed=0))), cache, extract_while_the_file_is_rewritten
+    )
+    assert [failure.source for failure in augmented.failures] == [str(rewritten)]
+    images = [LabeledImage(path, f"{path.parent.name}/{path.name}", path.parent.name, "train") for path in paths]
+    features = np.stack([plain.features[path] for path in paths])
+    x, y, kept = _with_augmented(features, np.array([0, 0, 0, 1, 1, 1]), images, augmented.features)
+    assert [image.path for image in kept] == [path for path in paths if path != rewritten] and y.tolist() == [0, 0, 1, 1, 1]
+    assert x.shape == (5, 3, backbone.spec.feature_dim)
+    np.testing.assert_array_equal(x[1, 1:], augmented.features[paths[2]])  # each row holds its own image's views

@@ -48,8 +48,9 @@ def compute_bottlenecks(
 
     `extract` maps a uint8 (N, H, W, 3) batch to (N, feature_dim) features in this process (an
     `OnnxExtractor` in training); `engine` may run the work in worker processes or on Ray instead, from
-    `spec.onnx_path`. An image counts as reused when all its views are cached. Unreadable images are
-    collected in `failures` and skipped. Each image is decoded once for all its views; byte-identical
+    `spec.onnx_path`. An image counts as reused when all its views are cached. Unreadable images, and
+    files that changed or disappeared while their features were computed (hashed again before caching),
+    are collected in `failures` and skipped. Each image is decoded once for all its views; byte-identical
     files are computed once. Only the file names to compute are held in memory, never all their bytes.
     """
     console = console or Console(soft_wrap=True, highlight=False)
@@ -87,8 +88,9 @@ def compute_bottlenecks(
                 if isinstance(outcome, ImageError):
                     result.failures.extend(ImageError(path, outcome.problem) for path in copies[content_hash])
                     continue
-                if not _still_has(copies[content_hash][0], content_hash):
-                    result.failures.extend(_changed_while_computed(copies[content_hash]))
+                change = _change_since_hashed(copies[content_hash][0], content_hash)
+                if change:
+                    result.failures.extend(_skipped_for_change(copies[content_hash], change))
                     continue
                 for view, row in zip(views, outcome):
                     cache.put(content_hash, row, view.name)
@@ -100,21 +102,22 @@ def compute_bottlenecks(
     return result
 
 
-def _still_has(path: Path, content_hash: str) -> bool:
-    """Whether the file still holds the bytes hashed before its features were computed (it may have been
-    rewritten in between: caching the features under the old hash would then be wrong)."""
+def _change_since_hashed(path: Path, content_hash: str) -> str | None:
+    """What happened to the file since it was hashed, if anything: "changed" (other bytes, so caching the
+    features under the old hash would be wrong) or "disappeared"."""
     try:
-        return file_sha256(path) == content_hash
+        return None if file_sha256(path) == content_hash else "changed"
     except OSError:
-        return False
+        return "disappeared"
 
 
-def _changed_while_computed(copies: list[Path]) -> list[ImageError]:
-    """Skip notices for a file that changed while its features were computed and for its byte-identical copies."""
+def _skipped_for_change(copies: list[Path], change: str) -> list[ImageError]:
+    """Skip notices for a file that changed or disappeared while its features were computed, and for its
+    byte-identical copies (their features were to come from it)."""
     first, *others = copies
     later = "run again to include it"
-    return [ImageError(first, f"changed while its features were computed; {later}")] + [
-        ImageError(path, f"its byte-identical copy {first} changed while features were computed; {later}") for path in others
+    return [ImageError(first, f"{change} while its features were computed; {later}")] + [
+        ImageError(path, f"its byte-identical copy {first} {change} while features were computed; {later}") for path in others
     ]
 
 

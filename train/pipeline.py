@@ -114,14 +114,16 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     bottleneck_seconds = time.perf_counter() - bottleneck_started
     splits = _split_features(dataset, bottlenecks.features, (len(views), backbone.spec.feature_dim))
     train_x, train_y, train_images = splits["train"]
-    if len(set(train_y.tolist())) < 2:
-        raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
+    skipped = list(bottlenecks.failures)
     if config.augment:
         augmented = compute_bottlenecks(
             [image.path for image in train_images], replace(spec, views=tuple(augmented_views(config.augment, seed))),
             cache, extract, config.bottleneck_batch_size, console, config.engine,
         )
-        train_x = np.concatenate([train_x, np.stack([augmented.features[image.path] for image in train_images])], axis=1)
+        train_x, train_y, train_images = _with_augmented(train_x, train_y, train_images, augmented.features)
+        skipped += augmented.failures
+    if len(set(train_y.tolist())) < 2:
+        raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
     val_x, val_y, val_images = splits["validation"]
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
     console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
@@ -161,7 +163,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "metadata": metadata.to_props(),
         "config": _config_dict(config),
         "split_counts": dataset.counts(),
-        "skipped_images": [str(failure) for failure in bottlenecks.failures],
+        "skipped_images": [str(failure) for failure in skipped],
         "duplicates_across_classes": duplicates,
         "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
         "head": {"c": head.c, "candidates": head.candidates, "augmented_views": config.augment},
@@ -177,7 +179,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         test_report, exported.path.with_suffix(""), dataset.root, f"{exported.path.name}: {backbone.spec.name} on {dataset.root}",
         curves=fine_tuning["curves"] if fine_tuning else head.candidates, curve_axis="epoch" if fine_tuning else "C",
         positive=threshold.positive if threshold else None,
-        comparison={"head only": fine_tuning["head_only"], f"fine-tuned (kept epoch {fine_tuning['kept_epoch']})": fine_tuning["fine_tuned"]}
+        comparison={"head only": fine_tuning["head_only"], _fine_tuned_name(fine_tuning["kept_epoch"]): fine_tuning["fine_tuned"]}
         if fine_tuning else None,
     )
     console.print(f"Report: {report_path} and {page}")
@@ -187,6 +189,21 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         report["seconds"] = round(time.perf_counter() - started, 2)
         write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
+
+
+def _fine_tuned_name(kept_epoch: int) -> str:
+    """How the report's comparison table names the exported fine-tuning outcome."""
+    return f"fine-tuned (kept epoch {kept_epoch})" if kept_epoch else "fine-tuned (no epoch kept: head only)"
+
+
+def _with_augmented(
+    features: np.ndarray, labels: np.ndarray, images: list[LabeledImage], augmented: dict[Path, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
+    """The training features with each image's augmented views appended; an image whose augmented views
+    could not be computed (it became unreadable or changed in between; reported as skipped) is left out."""
+    kept = [index for index, image in enumerate(images) if image.path in augmented]
+    views = np.stack([augmented[images[index].path] for index in kept]) if kept else np.zeros((0, 0, features.shape[-1]), features.dtype)
+    return np.concatenate([features[kept], views], axis=1), labels[kept], [images[index] for index in kept]
 
 
 def _split_features(
@@ -244,10 +261,12 @@ def _fine_tune(
     tuned = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
     for epoch in tuned.curves:
         console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
-    console.print(
-        f"Fine-tuning: kept epoch {tuned.kept_epoch} (lowest validation loss)"
-        if tuned.kept_epoch else "Fine-tuning: kept the head-only model (no epoch lowered the validation loss)"
-    )
+    if not len(pixels["validation"]):
+        console.print(f"Fine-tuning: kept the last epoch ({tuned.kept_epoch}); no validation images to choose by")
+    elif tuned.kept_epoch:
+        console.print(f"Fine-tuning: kept epoch {tuned.kept_epoch} (lowest validation loss)")
+    else:
+        console.print("Fine-tuning: kept the head-only model (no epoch lowered the validation loss)")
     validation, test = (
         np.asarray(fused.predict(pixels[name], batch_size=8, verbose=0)) if len(pixels[name]) else np.zeros((0, fused.output_shape[-1]), np.float32)
         for name in ("validation", "test")
