@@ -80,14 +80,15 @@ def fine_tune(
     with tempfile.TemporaryDirectory(prefix="retrain-fine-tune-") as scratch:
         best = Path(scratch) / "best.weights.h5"
         keep_best = keras.callbacks.ModelCheckpoint(
-            best, monitor="val_loss", save_best_only=True, save_weights_only=True, initial_value_threshold=start_loss
+            best, monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=np.inf if np.isnan(start_loss) else start_loss,
         )
         history = fit(validation_data=validation, callbacks=[keep_best]).history
         if best.exists():
             fused.load_weights(best)
         else:
             fused.set_weights(start)
-    losses = np.nan_to_num([start_loss, *history["val_loss"]], nan=np.inf)  # a NaN loss is never kept, as in the callback
+    losses = np.nan_to_num([start_loss, *history["val_loss"]], nan=np.inf)  # a NaN loss is never kept (nor saved by the callback)
     return FineTuneResult(_curves(history, config.epochs), int(np.argmin(losses)))
 
 
