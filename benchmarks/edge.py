@@ -10,6 +10,7 @@ one seed alone cannot tell a variant's cost from luck. Throughput goes through t
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +34,7 @@ def measure_edge(
 
 
 def _measure_seed(name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float, seed: int) -> list[dict[str, object]]:
-    model_path = out_dir / f"{name}-seed{seed}.onnx"
+    model_path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}-seed{seed}.onnx"  # names hold "/" and spaces
     config = TrainConfig(
         data_dir=data_dir, export=model_path, workspace=workspace, seed=seed, edge=EdgeConfig(int8=True, fp16=True, force=True)
     )

@@ -162,3 +162,27 @@ def test_sensitivity_scan_reads_logits_so_saturated_probabilities_cannot_hide_a_
     for name in plain:
         assert sharp[name] == pytest.approx(plain[name], rel=1e-3)  # a share of the logits' size: scale-free
     assert keep_in_float(confident, pixels) == keep_in_float(model, pixels)
+
+
+def test_only_a_convolution_far_above_the_median_and_moving_a_real_share_of_the_margin_stays_float() -> None:
+    from train.int8 import MIN_MARGIN_SHARE, SENSITIVITY_FACTOR, sensitive_convs
+
+    quiet = {f"conv{index}": 0.002 for index in range(10)}
+    outlier_but_harmless = SENSITIVITY_FACTOR * 0.002 * 2  # 10x the median, under the margin share
+    assert outlier_but_harmless < MIN_MARGIN_SHARE
+    assert sensitive_convs({**quiet, "first": outlier_but_harmless}) == []
+    assert sensitive_convs({**quiet, "first": 0.3, "second": 0.011}) == ["first"]
+    loud = {f"conv{index}": 0.1 for index in range(10)}  # every layer matters as much: none is singled out
+    assert sensitive_convs({**loud, "first": 0.3}) == []
+    assert sensitive_convs({}) == []
+
+
+def test_the_sensitivity_scan_refuses_a_model_without_a_softmax_in_one_line(color_model: Path) -> None:
+    from runtime.errors import ModelError
+    from train.int8 import conv_sensitivity
+
+    model = onnx.load(color_model)
+    model.graph.node[3].op_type = "Identity"  # the colour model's Softmax
+    del model.graph.node[3].attribute[:]
+    with pytest.raises(ModelError, match="no Softmax leads to the 'probabilities' output"):
+        conv_sensitivity(model, np.zeros((1, 8, 8, 3), np.uint8))
