@@ -21,10 +21,9 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from runtime.session import SessionSettings
+from train.onnx_probe import probe_session
 
 #: Calibration images the correction measures means on (taken evenly from the calibration sample).
 CORRECTION_IMAGES = 48
@@ -64,11 +63,7 @@ def correct_biases(float_model: onnx.ModelProto, quantized: onnx.ModelProto, pix
 def channel_means(model: onnx.ModelProto, tensors: Sequence[str], pixels: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per image, the mean over positions (and views) of each channel of each NCHW tensor in `tensors`:
     one (images, channels) array per tensor."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in tensors)
-    session = ort.InferenceSession(probe.SerializeToString(), SessionSettings().options(), providers=["CPUExecutionProvider"])
+    session = probe_session(model, tensors)
     input_name = model.graph.input[0].name
     per_image = [[output.mean(axis=(0, 2, 3), dtype=np.float64) for output in session.run(None, {input_name: image[None]})] for image in pixels]
     return [np.stack(means) for means in zip(*per_image)]

@@ -22,15 +22,14 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from runtime.errors import ModelError
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
-from runtime.session import SessionSettings
 from train.bias_correction import correct_biases
+from train.onnx_probe import probe_session
 
 #: Images (of the calibration set) the sensitivity scan runs per trial.
 SENSITIVITY_IMAGES = 4
@@ -148,20 +147,20 @@ def conv_sensitivity(model: onnx.ModelProto, pixels: np.ndarray) -> dict[str, fl
     Logits, not probabilities: on an easy data set the probabilities sit at 0 and 1 to float32 precision,
     so their changes are rounding noise, while the logits still show how far each layer moves the margin.
     """
-    scan = _with_logits_output(model)
-    reference = _logits(scan, pixels)
+    logits = _logits_tensor(model)
+    reference = _logits(model, logits, pixels)
     top_two = np.sort(reference, axis=-1)[..., -2:]
     margin = float((top_two[..., 1] - top_two[..., 0]).mean()) + 1e-6  # never 0, even for identical logits
-    weights = {tensor.name: tensor for tensor in scan.graph.initializer}
-    convs = [node for node in scan.graph.node if node.op_type == "Conv" and node.input[1] in weights]
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    convs = [node for node in model.graph.node if node.op_type == "Conv" and node.input[1] in weights]
     scores = {}
     for node in convs[:SCANNED_CONVS]:
         original = weights[node.input[1]]
         rounded = numpy_helper.from_array(_int8_rounded(numpy_helper.to_array(original)), original.name)
         trial = onnx.ModelProto()
-        trial.CopyFrom(scan)
+        trial.CopyFrom(model)
         next(tensor for tensor in trial.graph.initializer if tensor.name == original.name).CopyFrom(rounded)
-        scores[node.name] = float(np.abs(_logits(trial, pixels) - reference).mean() / margin)
+        scores[node.name] = float(np.abs(_logits(trial, logits, pixels) - reference).mean() / margin)
     return scores
 
 
@@ -191,9 +190,8 @@ def _int8_rounded(weights: np.ndarray) -> np.ndarray:
     return (np.clip(np.round(weights / scale.reshape(shape)), -127, 127) * scale.reshape(shape)).astype(np.float32)
 
 
-def _with_logits_output(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose first output is the logits of every view: the input of the Softmax that the
-    `probabilities` output comes from (its type is left to onnxruntime to infer)."""
+def _logits_tensor(model: onnx.ModelProto) -> str:
+    """The logits of every view: the input of the Softmax that the `probabilities` output comes from."""
     producers = {output: node for node in model.graph.node for output in node.output}
     pending, seen = [PROBABILITIES_OUTPUT], set()
     while pending:
@@ -202,20 +200,16 @@ def _with_logits_output(model: onnx.ModelProto) -> onnx.ModelProto:
         if node is None or tensor in seen:
             continue
         if node.op_type == "Softmax":
-            scan = onnx.ModelProto()
-            scan.CopyFrom(model)
-            scan.graph.output.insert(0, onnx.ValueInfoProto(name=node.input[0]))
-            return scan
+            return node.input[0]
         seen.add(tensor)
         pending += list(node.input)
     problem = f"no Softmax leads to the '{PROBABILITIES_OUTPUT}' output; not a classifier exported by train-model"
     raise ModelError(f"graph {model.graph.name or '(unnamed)'}", problem)
 
 
-def _logits(scan: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
-    """The logits of `_with_logits_output`'s model, centred per row (softmax ignores a common shift)."""
-    session = ort.InferenceSession(scan.SerializeToString(), SessionSettings().options(), providers=["CPUExecutionProvider"])
-    logits = session.run([scan.graph.output[0].name], {INPUT_NAME: pixels})[0].astype(np.float32)
+def _logits(model: onnx.ModelProto, tensor: str, pixels: np.ndarray) -> np.ndarray:
+    """`model`'s logits (`tensor`) for `pixels`, centred per row (softmax ignores a common shift)."""
+    logits = probe_session(model, [tensor]).run(None, {INPUT_NAME: pixels})[0].astype(np.float32)
     return logits - logits.mean(axis=-1, keepdims=True)
 
 
