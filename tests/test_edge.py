@@ -40,6 +40,16 @@ def small_model(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> P
     return folder / "model.onnx"
 
 
+@pytest.fixture(scope="module")
+def prepared_model(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small fp32 model after onnxruntime's `quant_pre_process` (batch norms folded), as int8 starts."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = tmp_path_factory.mktemp("prepared") / "prepared.onnx"
+    quant_pre_process(str(small_model), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
 def _test_split(assets_dir: Path) -> list[Path]:
     return [image.path for image in load_dataset(assets_dir).split("test")]
 
@@ -109,18 +119,14 @@ def test_shorten_names_keeps_inputs_and_outputs(small_model: Path) -> None:
     onnx.checker.check_model(proto)
 
 
-def test_bias_correction_leaves_no_significant_shift_in_any_convolution(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+def test_bias_correction_leaves_no_significant_shift_in_any_convolution(prepared_model: Path, assets_dir: Path) -> None:
     from train.bias_correction import SIGNIFICANCE, channel_means, correct_biases
     from train.int8 import static_qdq, usable_calibration
 
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(small_model), str(prepared), skip_symbolic_shape=True)
-    float_model = onnx.load(prepared)
+    float_model = onnx.load(prepared_model)
     train = load_dataset(assets_dir).split("train")[::12]
     pixels = usable_calibration([load_for_model(image.path, (96, 96)) for image in train])
-    quantized = static_qdq(prepared, pixels, [])
+    quantized = static_qdq(prepared_model, pixels, [])
     convs = [node for node in float_model.graph.node if node.op_type == "Conv"]
     float_means = channel_means(float_model, [node.output[0] for node in convs], pixels)
     conv_outputs = {node.name: node.output[0] for node in quantized.graph.node if node.op_type == "Conv"}
@@ -139,17 +145,14 @@ def test_bias_correction_leaves_no_significant_shift_in_any_convolution(small_mo
     assert significant_shifts() == 0
 
 
-def test_sensitivity_scan_reads_logits_so_saturated_probabilities_cannot_hide_a_layer(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+def test_sensitivity_scan_reads_logits_so_saturated_probabilities_cannot_hide_a_layer(prepared_model: Path, assets_dir: Path) -> None:
     import onnxruntime as ort
     from onnx import helper, numpy_helper
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from train.int8 import conv_sensitivity, keep_in_float
 
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(small_model), str(prepared), skip_symbolic_shape=True)
-    model = onnx.load(prepared)
-    confident = onnx.load(prepared)  # the same network with its logits times 1000: probabilities all 0 or 1
+    model = onnx.load(prepared_model)
+    confident = onnx.load(prepared_model)  # the same network with its logits times 1000: probabilities all 0 or 1
     softmax = next(node for node in confident.graph.node if node.op_type == "Softmax")
     confident.graph.initializer.append(numpy_helper.from_array(np.array(1000, np.float32), "thousand"))
     confident.graph.node.insert(list(confident.graph.node).index(softmax), helper.make_node("Mul", [softmax.input[0], "thousand"], ["sharpened"]))

@@ -165,13 +165,13 @@ def _page(
     evaluation: dict[str, object], title: str, figures: list[tuple[str, Path]], image_root: Path, comparison: Mapping[str, Mapping[str, float]]
 ) -> str:
     escape = html.escape
-    compared = "".join(
+    comparison_rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{m['accuracy']:.4f}</td><td>{m['balanced_accuracy']:.4f}</td></tr>" for name, m in comparison.items()
     )
     compared = (
         "<h2>Head only vs fine-tuned (same test split)</h2><table id=\"comparison\"><tr><th>model</th><th>accuracy</th>"
-        f"<th>balanced accuracy</th></tr>{compared}</table>"
-    ) if compared else ""
+        f"<th>balanced accuracy</th></tr>{comparison_rows}</table>"
+    ) if comparison_rows else ""
     summary = (
         f"{evaluation['images']} test images | accuracy {evaluation['accuracy']:.4f} | "
         f"balanced accuracy {evaluation['balanced_accuracy']:.4f} | log-loss {evaluation['log_loss']:.4f}"
