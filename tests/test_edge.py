@@ -189,3 +189,31 @@ def test_the_sensitivity_scan_refuses_a_model_without_a_softmax_in_one_line(colo
     del model.graph.node[3].attribute[:]
     with pytest.raises(ModelError, match="no Softmax leads to the 'probabilities' output"):
         conv_sensitivity(model, np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_pixel_tensors_are_quantized_with_scale_one_so_every_pixel_value_stays_exact(tmp_path: Path, assets_dir: Path) -> None:
+    """A two-view model: its views' flips and concatenation are quantized (as in the default 8-view model)."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from train.int8 import pixel_tensors, static_qdq, usable_calibration
+    from train.onnx_probe import probe_session
+
+    result = _run("train-model", assets_dir, "--views", 2, "--image-size", 64, "--workspace", tmp_path / "cache",
+                  "--export", tmp_path / "model.onnx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(tmp_path / "model.onnx"), str(prepared), skip_symbolic_shape=True)
+    float_model = onnx.load(prepared)
+    train = load_dataset(assets_dir).split("train")[::24]
+    dimmed = [load_for_model(image.path, (64, 64)) // 2 for image in train]  # brightest calibration pixel: 127
+    quantized = static_qdq(prepared, usable_calibration(dimmed), [])
+    initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in quantized.graph.initializer}
+    pixel_quantizers = [node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] in pixel_tensors(float_model)]
+    assert pixel_quantizers
+    assert all(initializers[node.input[1]] == 1 and initializers[node.input[2]] == 0 for node in pixel_quantizers)
+    dequantized = [node.output[0] for node in quantized.graph.node if node.op_type == "DequantizeLinear" and node.input[0] == pixel_quantizers[0].output[0]]
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    image[0, 0, 0] = 255  # brighter than any calibration pixel
+    seen = probe_session(quantized, dequantized[:1]).run(None, {"image": image})[0]
+    assert np.array_equal(np.sort(seen.ravel()), np.sort(np.tile(image.ravel(), seen.size // image.size).astype(np.float32)))

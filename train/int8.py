@@ -3,7 +3,8 @@
 Steps: `quant_pre_process` (folds batch norms into convolutions, infers shapes), a sensitivity scan that
 keeps in float32 the few convolutions whose int8 weights alone move the logits far more than the others
 and by a real share of the decision margin (with their input chain, so no int8 rounding reaches them), then `quantize_static` in QDQ format with
-per-channel int8 weights and uint8 activations calibrated (min/max) on real training images, then
+per-channel int8 weights and uint8 activations calibrated (min/max) on real training images (except the
+pixel tensors before the first layer, which get scale 1 so every pixel value stays exact), then
 empirical bias correction (`train.bias_correction`) against the float model. The head
 (standardisation and the dense layer) and constant normalisation steps stay float32: they are a tiny
 share of the work and the most sensitive to rounding. Tensor and node names are shortened at the end,
@@ -50,6 +51,8 @@ CALIBRATION_STRIDE = 4
 QUANTIZED_OPS = ["Conv", "Clip", "Relu", "Add", "Concat", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"]
 #: Activations that follow a convolution and are kept together with it.
 ACTIVATIONS = {"Clip", "Relu"}
+#: Ops that only move values: fed the input's whole pixel values, they output whole pixel values.
+PIXEL_MOVING_OPS = {"Cast", "Transpose", "ReverseSequence", "Concat", "Reshape", "Slice", "Identity", "Squeeze", "Unsqueeze", "Split", "Flatten"}
 
 
 class _Calibration(CalibrationDataReader):
@@ -96,7 +99,10 @@ def usable_calibration(calibration: Sequence[np.ndarray]) -> list[np.ndarray]:
 def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Sequence[str]) -> onnx.ModelProto:
     """onnxruntime's static QDQ quantization of the pre-processed model `prepared`: per-channel int8 weights,
     uint8 activations with min/max ranges from `calibration` (a `usable_calibration` list); the nodes in
-    `exclude` and every op outside `QUANTIZED_OPS` stay float32."""
+    `exclude` and every op outside `QUANTIZED_OPS` stay float32. Pixel tensors (`pixel_tensors`) get the
+    range 0 to 255 rather than their calibrated one: scale 1, so they stay exact. Min/max would give the
+    brightest calibration pixel (245 on `assets/`) as the top, clip brighter pixels and round the others."""
+    pixel_ranges = {name: [{"rmin": np.float32(0), "rmax": np.float32(255)}] for name in pixel_tensors(onnx.load(prepared))}
     with tempfile.TemporaryDirectory(prefix="retrain-qdq-") as scratch:
         target = Path(scratch) / "qdq.onnx"
         quantize_static(
@@ -110,9 +116,21 @@ def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Seque
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=list(exclude),
-            extra_options={"CalibStridedMinMax": min(CALIBRATION_STRIDE, len(calibration))},
+            extra_options={"CalibStridedMinMax": min(CALIBRATION_STRIDE, len(calibration)), "TensorQuantOverrides": pixel_ranges},
         )
         return onnx.load(target)
+
+
+def pixel_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float tensors holding the uint8 input's pixel values unchanged: what casts, transposes, flips and
+    concatenations (`PIXEL_MOVING_OPS`) make of the input before the first layer that computes."""
+    uint8_inputs = {value.name for value in model.graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    pixels = set(uint8_inputs)
+    for node in model.graph.node:  # graph order is topological
+        moved = node.input[:1] if node.op_type != "Concat" else node.input
+        if node.op_type in PIXEL_MOVING_OPS and moved and all(name in pixels for name in moved):
+            pixels.update(node.output)
+    return sorted(pixels - uint8_inputs)
 
 
 def keep_in_float(model: onnx.ModelProto, pixels: np.ndarray) -> list[str]:
