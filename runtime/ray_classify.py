@@ -4,7 +4,9 @@ Imported only for `--engine ray` (Ray is the optional `[ray]` extra). The file n
 `map_batches` to a pool of actors, each holding one onnxruntime session (a `Classifier`); results come
 back in input order and are handed on one by one, so the driver's memory stays flat however many files
 there are. Every worker must be able to read the model and the images at the same paths (one machine,
-or a shared volume on a cluster).
+or a shared volume on a cluster). Relative names are read from the driver's working directory, as the
+local engine reads them, not from the worker's (Ray starts workers where the cluster was started);
+results keep the names as given.
 """
 
 from __future__ import annotations
@@ -26,17 +28,22 @@ TEXT_COLUMN = "text"  # the column `ray.data.read_text` gives each line
 
 
 class BatchClassifier:
-    """A Ray Data actor: one `Classifier` (single-threaded session), a batch of file names in, results out."""
+    """A Ray Data actor: one `Classifier` (single-threaded session), a batch of file names in, results out.
 
-    def __init__(self, model: str, providers: str, column: str) -> None:
+    Relative names are read from `base_dir` (the driver's working directory) and reported as given.
+    """
+
+    def __init__(self, model: str, providers: str, column: str, base_dir: str) -> None:
         self._classifier = Classifier(model, providers=providers, settings=SessionSettings(intra_op_threads=1))
         self._column = column
+        self._base_dir = Path(base_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         files = [str(name).strip() for name in batch[self._column]]  # list lines as the local engine reads them
+        readable = [str(self._base_dir / name) if name else name for name in files]  # an absolute name stays as it is
         probabilities = np.full((len(files), len(self._classifier.labels)), np.nan, dtype=np.float32)
         errors = [""] * len(files)
-        for row, result in enumerate(self._classifier.classify_files(files, batch_size=len(files))):
+        for row, result in enumerate(self._classifier.classify_files(readable, batch_size=len(files))):
             if result.prediction is None:
                 errors[row] = result.error.problem if result.error else "unknown error"
             else:
@@ -69,7 +76,7 @@ def classify_on_ray(
             dataset, column = ray.data.from_items([{FILE_COLUMN: str(path)} for path in files]), FILE_COLUMN
         results = dataset.map_batches(
             BatchClassifier,
-            fn_constructor_kwargs={"model": str(model.resolve()), "providers": providers, "column": column},
+            fn_constructor_kwargs={"model": str(model.resolve()), "providers": providers, "column": column, "base_dir": str(Path.cwd())},
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=actor_count(workers)),
             num_cpus=1,
