@@ -6,7 +6,7 @@ back in input order and are handed on one by one, so the driver's memory stays f
 there are. Every worker must be able to read the model and the images at the same paths (one machine,
 or a shared volume on a cluster). Relative names are read from the driver's working directory, as the
 local engine reads them, not from the worker's (Ray starts workers where the cluster was started);
-results keep the names as given.
+results name the files as the local engine does.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ class BatchClassifier:
         self._base_dir = Path(base_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        files = [str(name).strip() for name in batch[self._column]]  # list lines as the local engine reads them
-        readable = [str(self._base_dir / name) if name else name for name in files]  # an absolute name stays as it is
+        if self._column == TEXT_COLUMN:  # list lines, named as the local engine names them
+            files = [str(Path(str(line).strip())) for line in batch[self._column]]
+        else:
+            files = [str(name) for name in batch[self._column]]
+        readable = [str(self._base_dir / name) for name in files]  # an absolute name stays as it is
         probabilities = np.full((len(files), len(self._classifier.labels)), np.nan, dtype=np.float32)
         errors = [""] * len(files)
         for row, result in enumerate(self._classifier.classify_files(readable, batch_size=len(files))):
@@ -49,6 +52,12 @@ class BatchClassifier:
             else:
                 probabilities[row] = [result.prediction.probabilities[label] for label in self._classifier.labels]
         return {FILE_COLUMN: np.array(files, dtype=object), "probabilities": probabilities, "error": np.array(errors, dtype=object)}
+
+
+def actor_arguments(model: Path, providers: str, column: str) -> dict[str, str]:
+    """`BatchClassifier`'s arguments, made in the driver: the model's absolute path and the driver's working
+    directory, which the actors read relative names from."""
+    return {"model": str(model.resolve()), "providers": providers, "column": column, "base_dir": str(Path.cwd())}
 
 
 def classify_on_ray(
@@ -76,7 +85,7 @@ def classify_on_ray(
             dataset, column = ray.data.from_items([{FILE_COLUMN: str(path)} for path in files]), FILE_COLUMN
         results = dataset.map_batches(
             BatchClassifier,
-            fn_constructor_kwargs={"model": str(model.resolve()), "providers": providers, "column": column, "base_dir": str(Path.cwd())},
+            fn_constructor_kwargs=actor_arguments(model, providers, column),
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=actor_count(workers)),
             num_cpus=1,

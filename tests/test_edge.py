@@ -217,3 +217,27 @@ def test_pixel_tensors_are_quantized_with_scale_one_so_every_pixel_value_stays_e
     image[0, 0, 0] = 255  # brighter than any calibration pixel
     seen = probe_session(quantized, dequantized[:1]).run(None, {"image": image})[0]
     assert np.array_equal(np.sort(seen.ravel()), np.sort(np.tile(image.ravel(), seen.size // image.size).astype(np.float32)))
+
+
+def test_pixel_tensors_follow_only_exact_casts_and_value_moving_ops() -> None:
+    from onnx import TensorProto, helper
+
+    from train.int8 import pixel_tensors
+
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["pixels"], ["turned"], perm=[0, 2, 1, 3]),
+        helper.make_node("Concat", ["pixels", "turned"], ["views"], axis=0),
+        helper.make_node("Sub", ["views", "mean"], ["centred"]),
+        helper.make_node("Concat", ["views", "centred"], ["mixed"], axis=0),
+        helper.make_node("Cast", ["image"], ["wrapped"], to=TensorProto.INT8),  # 200 becomes -56
+        helper.make_node("Cast", ["wrapped"], ["wrapped_float"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["image"], ["wide"], to=TensorProto.INT32),
+        helper.make_node("Cast", ["wide"], ["wide_float"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes, "pixels", [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 4, 4, 3])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("mixed", "wrapped_float", "wide_float")],
+        initializer=[helper.make_tensor("mean", TensorProto.FLOAT, [], [128.0])],
+    )
+    assert pixel_tensors(helper.make_model(graph)) == ["pixels", "turned", "views", "wide_float"]

@@ -107,23 +107,25 @@ def test_classify_engine_ray_gives_the_local_results_in_input_order(color_model:
 def test_a_ray_worker_reads_relative_names_from_the_drivers_directory_and_reports_them_as_given(
     color_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The actor class itself, in a process whose working directory is not the driver's (as on a cluster
-    started elsewhere: Ray starts workers where the cluster was started)."""
+    """The actor class, given the arguments the driver makes in its own working directory, then run in another
+    one (as on a cluster started elsewhere: Ray starts workers where the cluster was started)."""
     from runtime import Classifier
-    from runtime.ray_classify import FILE_COLUMN, BatchClassifier
+    from runtime.ray_classify import FILE_COLUMN, TEXT_COLUMN, BatchClassifier, actor_arguments
 
     driver = tmp_path / "driver"
     (driver / "photos").mkdir(parents=True)
     Image.new("RGB", (8, 8), RGB["red"]).save(driver / "photos" / "red.png")
     (driver / "photos" / "bad.png").write_bytes(b"")
     (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(driver)
+    arguments = {column: actor_arguments(color_model, "cpu", column) for column in (FILE_COLUMN, TEXT_COLUMN)}
     monkeypatch.chdir(tmp_path / "worker")
-    actor = BatchClassifier(str(color_model), "cpu", FILE_COLUMN, base_dir=str(driver))
-    names = ["photos/red.png", str(driver / "photos" / "red.png"), "photos/bad.png"]
-    out = actor({FILE_COLUMN: np.array(names, dtype=object)})
-    assert out[FILE_COLUMN].tolist() == names
     local = Classifier(color_model, providers="cpu")
-    expected = local.predict(driver / "photos" / "red.png")
-    for row in (0, 1):
-        assert np.allclose(out["probabilities"][row], [expected.probabilities[label] for label in local.labels])
-    assert out["error"][:2].tolist() == ["", ""] and "empty (0 bytes)" in out["error"][2]
+    red = [local.predict(driver / "photos" / "red.png").probabilities[label] for label in local.labels]
+    names = ["photos/red.png", str(driver / "photos" / "red.png"), "photos/bad.png"]
+    listed = [" ./photos/red.png ", str(driver / "photos" / "red.png"), "photos//bad.png"]  # lines as a --list file has them
+    for column, given, reported in ((FILE_COLUMN, names, names), (TEXT_COLUMN, listed, names)):
+        out = BatchClassifier(**arguments[column])({column: np.array(given, dtype=object)})
+        assert out[FILE_COLUMN].tolist() == reported  # as the local engine names them
+        assert np.allclose(out["probabilities"][0], red) and np.allclose(out["probabilities"][1], red)
+        assert out["error"][:2].tolist() == ["", ""] and "empty (0 bytes)" in out["error"][2]

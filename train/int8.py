@@ -52,7 +52,13 @@ QUANTIZED_OPS = ["Conv", "Clip", "Relu", "Add", "Concat", "MaxPool", "AveragePoo
 #: Activations that follow a convolution and are kept together with it.
 ACTIVATIONS = {"Clip", "Relu"}
 #: Ops that only move values: fed the input's whole pixel values, they output whole pixel values.
-PIXEL_MOVING_OPS = {"Cast", "Transpose", "ReverseSequence", "Concat", "Reshape", "Slice", "Identity", "Squeeze", "Unsqueeze", "Split", "Flatten"}
+PIXEL_MOVING_OPS = {"Transpose", "ReverseSequence", "Concat", "Reshape", "Slice", "Identity", "Squeeze", "Unsqueeze", "Split", "Flatten"}
+#: Types that hold every whole number from 0 to 255 exactly (a Cast to one of them keeps pixel values)...
+_PIXEL_EXACT_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+                      onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.FLOAT,
+                      onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+#: ...and of those, the ones the quantizer treats as activations.
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
 class _Calibration(CalibrationDataReader):
@@ -122,15 +128,20 @@ def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Seque
 
 
 def pixel_tensors(model: onnx.ModelProto) -> list[str]:
-    """The float tensors holding the uint8 input's pixel values unchanged: what casts, transposes, flips and
-    concatenations (`PIXEL_MOVING_OPS`) make of the input before the first layer that computes."""
-    uint8_inputs = {value.name for value in model.graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
-    pixels = set(uint8_inputs)
+    """The float tensors holding the uint8 input's pixel values unchanged: what exact casts, transposes, flips
+    and concatenations (`PIXEL_MOVING_OPS`) make of the input before the first layer that computes."""
+    types = {value.name: onnx.TensorProto.UINT8 for value in model.graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
     for node in model.graph.node:  # graph order is topological
         moved = node.input[:1] if node.op_type != "Concat" else node.input
-        if node.op_type in PIXEL_MOVING_OPS and moved and all(name in pixels for name in moved):
-            pixels.update(node.output)
-    return sorted(pixels - uint8_inputs)
+        if not moved or not all(name in types for name in moved):
+            continue
+        if node.op_type == "Cast":
+            target = next(attribute.i for attribute in node.attribute if attribute.name == "to")
+            if target in _PIXEL_EXACT_TYPES:
+                types[node.output[0]] = target
+        elif node.op_type in PIXEL_MOVING_OPS:
+            types.update((name, types[moved[0]]) for name in node.output)
+    return sorted(name for name, kind in types.items() if kind in _FLOAT_TYPES)
 
 
 def keep_in_float(model: onnx.ModelProto, pixels: np.ndarray) -> list[str]:
