@@ -46,9 +46,11 @@ def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resu
     deadline = time.monotonic() + 300
     while len(cache_entries(workspace)) < 16 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    running_when_interrupted = process.poll() is None
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-3000:]
+    stdout, stderr = process.communicate(timeout=120)
+    seen = f"running when interrupted: {running_when_interrupted}; stdout: {stdout[-1500:]}; stderr: {stderr[-1500:]}"
+    assert process.returncode == 130, seen  # intermittent 0 in full-suite runs (Ctrl-C not taking effect): under investigation
     assert stderr.strip().splitlines()[-1].startswith("interrupted: finished work is kept")
     assert "Traceback" not in stderr and not model.exists()
     kept = cache_entries(workspace)
