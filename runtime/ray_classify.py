@@ -30,7 +30,8 @@ TEXT_COLUMN = "text"  # the column `ray.data.read_text` gives each line
 class BatchClassifier:
     """A Ray Data actor: one `Classifier` (single-threaded session), a batch of file names in, results out.
 
-    Relative names are read from `base_dir` (the driver's working directory) and reported as given.
+    Relative names are read from `base_dir` (the driver's working directory); results name the files as
+    the local engine does (list lines stripped and normalised, other names as given).
     """
 
     def __init__(self, model: str, providers: str, column: str, base_dir: str) -> None:
