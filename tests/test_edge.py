@@ -192,28 +192,43 @@ def test_the_sensitivity_scan_refuses_a_model_without_a_softmax_in_one_line(colo
 
 
 def test_pixel_tensors_are_quantized_with_scale_one_so_every_pixel_value_stays_exact(tmp_path: Path, assets_dir: Path) -> None:
-    """A two-view model: its views' flips and concatenation are quantized (as in the default 8-view model)."""
-    from onnx import numpy_helper
+    """A graph whose views move float32 pixels into the first convolution, as models exported before the pixel
+    path ran in uint8 do (`quantize-model` takes those too): its views are quantized like activations."""
+    from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from train.int8 import pixel_tensors, static_qdq, usable_calibration
     from train.onnx_probe import probe_session
 
-    result = _run("train-model", assets_dir, "--views", 2, "--image-size", 64, "--workspace", tmp_path / "cache",
-                  "--export", tmp_path / "model.onnx")
-    assert result.returncode == 0, result.stderr[-2000:]
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(tmp_path / "model.onnx"), str(prepared), skip_symbolic_shape=True)
-    float_model = onnx.load(prepared)
+    kernel = np.random.default_rng(1).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("Transpose", ["pixels"], ["turned"], perm=[0, 2, 1, 3]),
+            helper.make_node("Concat", ["pixels", "turned"], ["views"], axis=0),
+            helper.make_node("Transpose", ["views"], ["channels_first"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["channels_first", "kernel"], ["edges"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["edges"], ["active"]),
+            helper.make_node("GlobalMaxPool", ["active"], ["probabilities"]),
+        ],
+        "float_views",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 16, 16, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(kernel, "kernel")],
+    )
+    source, prepared = tmp_path / "float_views.onnx", tmp_path / "prepared.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     train = load_dataset(assets_dir).split("train")[::24]
-    dimmed = [load_for_model(image.path, (64, 64)) // 2 for image in train]  # brightest calibration pixel: 127
+    dimmed = [load_for_model(image.path, (16, 16)) // 2 for image in train]  # brightest calibration pixel: 127
     quantized = static_qdq(prepared, usable_calibration(dimmed), [])
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in quantized.graph.initializer}
-    pixel_quantizers = [node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] in pixel_tensors(float_model)]
-    assert pixel_quantizers
+    pixels = pixel_tensors(onnx.load(prepared))
+    pixel_quantizers = [node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] in pixels]
+    assert {node.input[0] for node in pixel_quantizers} == set(pixels) == {"pixels", "turned", "views", "channels_first"}
     assert all(initializers[node.input[1]] == 1 and initializers[node.input[2]] == 0 for node in pixel_quantizers)
     dequantized = [node.output[0] for node in quantized.graph.node if node.op_type == "DequantizeLinear" and node.input[0] == pixel_quantizers[0].output[0]]
-    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
     image[0, 0, 0] = 255  # brighter than any calibration pixel
     seen = probe_session(quantized, dequantized[:1]).run(None, {"image": image})[0]
     assert np.array_equal(np.sort(seen.ravel()), np.sort(np.tile(image.ravel(), seen.size // image.size).astype(np.float32)))

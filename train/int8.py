@@ -31,6 +31,7 @@ from runtime.errors import ModelError
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
 from train.bias_correction import correct_biases
 from train.onnx_probe import probe_session
+from train.pixel_path import PIXEL_EXACT_TYPES, VALUE_MOVING_OPS
 
 #: Images (of the calibration set) the sensitivity scan runs per trial.
 SENSITIVITY_IMAGES = 4
@@ -51,13 +52,7 @@ CALIBRATION_STRIDE = 4
 QUANTIZED_OPS = ["Conv", "Clip", "Relu", "Add", "Concat", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"]
 #: Activations that follow a convolution and are kept together with it.
 ACTIVATIONS = {"Clip", "Relu"}
-#: Ops that only move values: fed the input's whole pixel values, they output whole pixel values.
-PIXEL_MOVING_OPS = {"Transpose", "ReverseSequence", "Concat", "Reshape", "Slice", "Identity", "Squeeze", "Unsqueeze", "Split", "Flatten"}
-#: Types that hold every whole number from 0 to 255 exactly (a Cast to one of them keeps pixel values)...
-_PIXEL_EXACT_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
-                      onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.FLOAT,
-                      onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
-#: ...and of those, the ones the quantizer treats as activations.
+#: Element types the quantizer treats as activations (of the pixel tensors, the ones it may quantize).
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
@@ -107,7 +102,9 @@ def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Seque
     uint8 activations with min/max ranges from `calibration` (a `usable_calibration` list); the nodes in
     `exclude` and every op outside `QUANTIZED_OPS` stay float32. Pixel tensors (`pixel_tensors`) get the
     range 0 to 255 rather than their calibrated one: scale 1, so they stay exact. Min/max would give the
-    brightest calibration pixel (245 on `assets/`) as the top, clip brighter pixels and round the others."""
+    brightest calibration pixel (245 on `assets/`) as the top, clip brighter pixels and round the others.
+    Models exported since the pixel path runs in uint8 (`train.pixel_path`) quantize no pixel tensor; older
+    ones, and graphs the rewrite leaves as they are, quantize their float32 views."""
     pixel_ranges = {name: [{"rmin": np.float32(0), "rmax": np.float32(255)}] for name in pixel_tensors(onnx.load(prepared))}
     with tempfile.TemporaryDirectory(prefix="retrain-qdq-") as scratch:
         target = Path(scratch) / "qdq.onnx"
@@ -129,7 +126,7 @@ def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Seque
 
 def pixel_tensors(model: onnx.ModelProto) -> list[str]:
     """The float tensors holding the uint8 input's pixel values unchanged: what exact casts, transposes, flips
-    and concatenations (`PIXEL_MOVING_OPS`) make of the input before the first layer that computes."""
+    and concatenations (`VALUE_MOVING_OPS`) make of the input before the first layer that computes."""
     types = {value.name: onnx.TensorProto.UINT8 for value in model.graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
     for node in model.graph.node:  # graph order is topological
         moved = node.input[:1] if node.op_type != "Concat" else node.input
@@ -137,9 +134,9 @@ def pixel_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         if node.op_type == "Cast":
             target = next(attribute.i for attribute in node.attribute if attribute.name == "to")
-            if target in _PIXEL_EXACT_TYPES:
+            if target in PIXEL_EXACT_TYPES:
                 types[node.output[0]] = target
-        elif node.op_type in PIXEL_MOVING_OPS:
+        elif node.op_type in VALUE_MOVING_OPS:
             types.update((name, types[moved[0]]) for name in node.output)
     return sorted(name for name, kind in types.items() if kind in _FLOAT_TYPES)
 
