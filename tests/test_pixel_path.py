@@ -18,7 +18,7 @@ from runtime.metadata import INPUT_NAME  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.export import _classifier_outputs, fuse, trace  # noqa: E402
 from train.head import build_head  # noqa: E402
-from train.pixel_path import run_pixel_path_in_uint8  # noqa: E402
+from train.pixel_path import VALUE_MOVING_OPS, run_pixel_path_in_uint8  # noqa: E402
 from train.views import symmetry_views  # noqa: E402
 
 SIZE = 48
@@ -49,10 +49,11 @@ def test_an_eight_view_classifier_moves_uint8_pixels_and_gives_bit_identical_out
     cast_index = list(rewritten.graph.node).index(casts[0])
     types = _element_types(rewritten)
     before_cast = rewritten.graph.node[:cast_index]
-    moved = [node for node in before_cast if node.op_type in ("Transpose", "ReverseSequence", "Concat")]
+    moved = [node for node in before_cast if node.op_type in VALUE_MOVING_OPS]
     assert len(moved) > 8 and all(types[node.output[0]] == onnx.TensorProto.UINT8 for node in moved)
     layout = next(node for node in before_cast if node.output[0] == casts[0].input[0])
-    assert layout.op_type == "Transpose"  # NHWC -> NCHW in bytes, before normalising
+    assert layout.op_type == "Transpose"  # in bytes, before normalising
+    assert list(layout.attribute[0].ints) == [0, 3, 1, 2]  # the views stacked NHWC: onnxruntime's fast NHWC -> NCHW
     after_cast = rewritten.graph.node[cast_index + 1]
     assert after_cast.op_type == "Mul" and after_cast.input[0] == casts[0].output[0]
 

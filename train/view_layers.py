@@ -16,15 +16,18 @@ class StackViews(keras.layers.Layer):
 
     def call(self, images):
         images = keras.ops.cast(images, "float32")  # TensorFlow's oneDNN kernels lack uint8 transposes here
+        # Flips are slices with step -1, not keras.ops.flip: tf2onnx turns a flip into ReverseSequence between
+        # transposes, which left the views stacked in an (H, N, W, C) layout that onnxruntime turns into NCHW
+        # 25x slower than NHWC (measured in uint8 at 256 x 224 x 224 x 3: 81 against 3 ms).
         copies = []
         for view in self.views:
             copy = images
             if view.transpose:
                 copy = keras.ops.transpose(copy, (0, 2, 1, 3))
             if view.flip_left_right:
-                copy = keras.ops.flip(copy, axis=2)
+                copy = copy[:, :, ::-1, :]
             if view.flip_up_down:
-                copy = keras.ops.flip(copy, axis=1)
+                copy = copy[:, ::-1, :, :]
             copies.append(copy)
         return keras.ops.concatenate(copies, axis=0) if len(copies) > 1 else images
 
