@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from train.onnx_graph import producers as producers_of
 from train.onnx_probe import probe_session
 
 #: Calibration images the correction measures means on (taken evenly from the calibration sample).
@@ -47,7 +48,7 @@ def correct_biases(float_model: onnx.ModelProto, quantized: onnx.ModelProto, pix
     if len(images) < 2 or not convs:
         return 0.0
     targets = channel_means(float_model, [float_convs[node.name].output[0] for node in convs], images)
-    producers = {output: node for node in quantized.graph.node for output in node.output}
+    producers = producers_of(quantized.graph)
     initializers = {tensor.name: tensor for tensor in quantized.graph.initializer}
     corrections = []
     for node, target in zip(convs, targets):

@@ -30,6 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from runtime.errors import ModelError
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
 from train.bias_correction import correct_biases
+from train.onnx_graph import consumers as consumers_of, producers as producers_of
 from train.onnx_probe import probe_session
 from train.pixel_path import PIXEL_EXACT_TYPES, VALUE_MOVING_OPS
 
@@ -144,11 +145,7 @@ def pixel_tensors(model: onnx.ModelProto) -> list[str]:
 def keep_in_float(model: onnx.ModelProto, pixels: np.ndarray) -> list[str]:
     """Nodes to leave in float32: each over-sensitive convolution with its activation and input chain."""
     sensitive = sensitive_convs(conv_sensitivity(model, pixels))
-    producers = {output: node for node in model.graph.node for output in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producers, consumers = producers_of(model.graph), consumers_of(model.graph)
     by_name = {node.name: node for node in model.graph.node}
     keep: list[str] = []
     for name in sensitive:
@@ -218,7 +215,7 @@ def _int8_rounded(weights: np.ndarray) -> np.ndarray:
 
 def _logits_tensor(model: onnx.ModelProto) -> str:
     """The logits of every view: the input of the Softmax that the `probabilities` output comes from."""
-    producers = {output: node for node in model.graph.node for output in node.output}
+    producers = producers_of(model.graph)
     pending, seen = [PROBABILITIES_OUTPUT], set()
     while pending:
         tensor = pending.pop(0)
