@@ -3,8 +3,9 @@
 Steps: `quant_pre_process` (folds batch norms into convolutions, infers shapes), a sensitivity scan that
 keeps in float32 the few convolutions whose int8 weights alone move the logits far more than the others
 and by a real share of the decision margin (with their input chain, so no int8 rounding reaches them), then `quantize_static` in QDQ format with
-per-channel int8 weights and uint8 activations calibrated (min/max) on real training images (except the
-pixel tensors before the first layer, which get scale 1 so every pixel value stays exact), then
+per-channel int8 weights and uint8 activations calibrated (min/max) on real training images (except
+float32 pixel tensors before the first layer, in models exported before the pixel path ran in uint8, which
+get scale 1 so every pixel value stays exact), then
 empirical bias correction (`train.bias_correction`) against the float model. The head
 (standardisation and the dense layer) and constant normalisation steps stay float32: they are a tiny
 share of the work and the most sensitive to rounding. Tensor and node names are shortened at the end,
@@ -32,7 +33,7 @@ from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
 from train.bias_correction import correct_biases
 from train.onnx_graph import consumers as consumers_of, producers as producers_of
 from train.onnx_probe import probe_session
-from train.pixel_path import PIXEL_EXACT_TYPES, VALUE_MOVING_OPS
+from train.pixel_path import pixel_values
 
 #: Images (of the calibration set) the sensitivity scan runs per trial.
 SENSITIVITY_IMAGES = 4
@@ -126,20 +127,10 @@ def static_qdq(prepared: Path, calibration: Sequence[np.ndarray], exclude: Seque
 
 
 def pixel_tensors(model: onnx.ModelProto) -> list[str]:
-    """The float tensors holding the uint8 input's pixel values unchanged: what exact casts, transposes, flips
-    and concatenations (`VALUE_MOVING_OPS`) make of the input before the first layer that computes."""
-    types = {value.name: onnx.TensorProto.UINT8 for value in model.graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
-    for node in model.graph.node:  # graph order is topological
-        moved = node.input[:1] if node.op_type != "Concat" else node.input
-        if not moved or not all(name in types for name in moved):
-            continue
-        if node.op_type == "Cast":
-            target = next(attribute.i for attribute in node.attribute if attribute.name == "to")
-            if target in PIXEL_EXACT_TYPES:
-                types[node.output[0]] = target
-        elif node.op_type in VALUE_MOVING_OPS:
-            types.update((name, types[moved[0]]) for name in node.output)
-    return sorted(name for name, kind in types.items() if kind in _FLOAT_TYPES)
+    """The float tensors holding the uint8 input's pixel values unchanged (`train.pixel_path.pixel_values`):
+    what exact casts, transposes, flips and concatenations make of the input before the first layer that
+    computes."""
+    return sorted(name for name, kind in pixel_values(model.graph).items() if kind in _FLOAT_TYPES)
 
 
 def keep_in_float(model: onnx.ModelProto, pixels: np.ndarray) -> list[str]:

@@ -7,17 +7,19 @@ onnxruntime's convolutions take comes after the normalisation. With 8 views each
 
 Moving whole pixel values is exact in uint8, so `run_pixel_path_in_uint8` rewrites the graph:
 
-1. the value-moving ops after the input's cast to float32 (`VALUE_MOVING_OPS`) take the uint8 input itself
-   (onnxruntime runs them for any element type); where the moved pixels first meet an op that computes,
-   one cast to float32 is put before it, and a cast back to uint8 there (the extractor's input) goes away;
-2. a layout Transpose that follows that cast and constant per-channel normalisation steps (Mul, Add, Sub,
+1. the tensors that hold the input's pixel values unchanged (`pixel_values`: what exact casts and the
+   value-moving ops in `VALUE_MOVING_OPS` make of it) all become uint8: the casts among them go, and the
+   moving ops take uint8 (onnxruntime runs them for any element type). Where such a tensor meets an op
+   that computes, one cast to the type that op read before is put in front of it;
+2. a layout Transpose that follows such a cast and constant per-channel normalisation steps (Mul, Add, Sub,
    Div) moves up to before the cast, with the constants permuted to match, so it moves bytes too.
 
-Every output is bit for bit what it was (the export's parity check still compares with TensorFlow). A graph
-of another shape is left as it is. The views are stacked NHWC (`train.view_layers` flips by slicing), so the
-moved transpose is NHWC -> NCHW, which onnxruntime runs on its fast path. One-off, default 8-view MobileNetV2
-through `Classifier` at batch 32: fp32 33.7 images/s as traced, 40.6 rewritten, 44.3 rewritten with the views
-stacked NHWC; `python -m benchmarks` has the current figures.
+Every output is bit for bit what it was (the export's parity check still compares with TensorFlow). The
+rewrite works on a copy and is kept only when `onnx.checker` (with strict shape inference) accepts the
+result; a graph it cannot rewrite is left as it is. The views are stacked NHWC (`train.view_layers` flips by
+slicing), so the moved transpose is NHWC -> NCHW, which onnxruntime runs on its fast path. One-off, default
+8-view MobileNetV2 through `Classifier` at batch 32: fp32 33.7 images/s as traced, 40.6 rewritten, 44.3
+rewritten with the views stacked NHWC; `python -m benchmarks` has the current figures.
 """
 
 from __future__ import annotations
@@ -40,62 +42,85 @@ PIXEL_EXACT_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.Tensor
 ELEMENTWISE_WITH_CONSTANT = {"Mul", "Add", "Sub", "Div"}
 
 
+def pixel_values(graph: onnx.GraphProto) -> dict[str, int]:
+    """The tensors holding the uint8 input's pixel values unchanged (the input, and what exact casts and
+    value-moving ops make of it) -> their element type."""
+    types = {value.name: onnx.TensorProto.UINT8 for value in graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    for node in graph.node:  # graph order is topological
+        moved = [name for name in (node.input if node.op_type == "Concat" else node.input[:1]) if name]
+        if not moved or not all(name in types for name in moved):
+            continue
+        if node.op_type == "Cast" and cast_target(node) in PIXEL_EXACT_TYPES:
+            types[node.output[0]] = cast_target(node)
+        elif node.op_type in VALUE_MOVING_OPS:
+            types.update((name, types[moved[0]]) for name in node.output)
+    return types
+
+
+def cast_target(node: onnx.NodeProto) -> int:
+    """The element type a Cast node casts to."""
+    return next(attribute.i for attribute in node.attribute if attribute.name == "to")
+
+
 def run_pixel_path_in_uint8(model: onnx.ModelProto) -> bool:
-    """Rewrite `model` in place (see the module docstring); False, and nothing changed, when the graph does
-    not start with a uint8 input whose only consumer is a cast to float32."""
-    graph = model.graph
-    image = next((value.name for value in graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8), None)
-    first_casts = consumers(graph).get(image, [])
-    if len(first_casts) != 1 or not _is_cast(first_casts[0], onnx.TensorProto.FLOAT):
+    """Rewrite `model` in place (see the module docstring). False, with `model` unchanged, when its pixel
+    path has no cast to remove, a pixel tensor is a graph output, or the rewritten graph fails the checker."""
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    graph = rewritten.graph
+    values = pixel_values(graph)
+    casts = [node for node in graph.node if node.op_type == "Cast" and node.output[0] in values]
+    if not casts or values.keys() & {value.name for value in graph.output}:
         return False
-    first_cast = first_casts[0]
-    _replace_uses(graph, first_cast.output[0], image)
-    graph.node.remove(first_cast)
-    for pixels in _cast_where_pixels_meet_arithmetic(graph, image):
-        _hoist_layout_transpose(graph, pixels)
-    _forget_value_info(graph)
+    readers = [
+        (node, position, values[name])
+        for node in graph.node
+        if node.op_type not in SHAPE_OPS and not set(node.output) <= values.keys()
+        for position, name in enumerate(node.input)
+        if name in values
+    ]
+    for cast in casts:
+        _replace_uses(graph, cast.output[0], cast.input[0])
+        graph.node.remove(cast)
+    del graph.value_info[:]  # tf2onnx's recorded types and shapes: some no longer hold
+    cast_inputs = _cast_for_readers(graph, readers)
+    ranks = _ranks(rewritten)
+    for pixels in cast_inputs:
+        _hoist_layout_transpose(graph, pixels, ranks.get(pixels))
+    try:
+        onnx.checker.check_model(rewritten, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return False
+    model.CopyFrom(rewritten)
     return True
 
 
-def _cast_where_pixels_meet_arithmetic(graph: onnx.GraphProto, image: str) -> list[str]:
-    """Give every consumer of the uint8 pixel tensors that is neither value-moving nor shape-reading its
-    pixels as float32 (a cast to uint8 is dropped, an exact cast kept); returns the uint8 tensors cast."""
-    pixel = {image}
-    for node in graph.node:  # graph order is topological
-        moved = [name for name in (node.input if node.op_type == "Concat" else node.input[:1]) if name]
-        if node.op_type in VALUE_MOVING_OPS and moved and all(name in pixel for name in moved):
-            pixel.update(node.output)
-    cast_sources = []
-    for node in list(graph.node):
-        if node.op_type in SHAPE_OPS or (node.op_type in VALUE_MOVING_OPS and set(node.output) <= pixel):
+def _cast_for_readers(graph: onnx.GraphProto, readers: list[tuple[onnx.NodeProto, int, int]]) -> list[str]:
+    """Give each (node, input position, element type it read) its now uint8 pixels cast back to that type,
+    one Cast per tensor and type; returns the uint8 tensors cast to float32."""
+    made: dict[tuple[str, int], str] = {}
+    for node, position, element_type in readers:
+        pixels = node.input[position]
+        if element_type == onnx.TensorProto.UINT8:
             continue
-        for position, name in enumerate(node.input):
-            if name not in pixel:
-                continue
-            if _is_cast(node, onnx.TensorProto.UINT8):
-                _replace_uses(graph, node.output[0], name)
-                graph.node.remove(node)
-            elif node.op_type == "Cast" and _cast_target(node) in PIXEL_EXACT_TYPES:
-                cast_sources.append(name)
-            else:
-                as_float = f"{name}/float"
-                if as_float not in {output for other in graph.node for output in other.output}:
-                    cast = helper.make_node("Cast", [name], [as_float], to=onnx.TensorProto.FLOAT, name=f"{name}/cast_to_float")
-                    graph.node.insert(list(graph.node).index(node), cast)
-                    cast_sources.append(name)
-                node.input[position] = as_float
-    return list(dict.fromkeys(cast_sources))
+        if (pixels, element_type) not in made:
+            made[pixels, element_type] = _unused_name(graph, f"{pixels}/as_{onnx.TensorProto.DataType.Name(element_type).lower()}")
+            cast = helper.make_node("Cast", [pixels], [made[pixels, element_type]], to=element_type, name=made[pixels, element_type])
+            graph.node.insert(list(graph.node).index(node), cast)
+        node.input[position] = made[pixels, element_type]
+    return [pixels for pixels, element_type in made if element_type == onnx.TensorProto.FLOAT]
 
 
-def _hoist_layout_transpose(graph: onnx.GraphProto, pixels: str) -> None:
+def _hoist_layout_transpose(graph: onnx.GraphProto, pixels: str, rank: int | None) -> None:
     """Move a Transpose that follows `pixels`' cast and constant elementwise steps up to before the cast."""
     readers = consumers(graph)
     constants = {tensor.name: tensor for tensor in graph.initializer}
-    chain = []
+    outputs = {value.name for value in graph.output}
+    chain: list[onnx.NodeProto] = []
     tensor = pixels
-    while len(readers.get(tensor, [])) == 1 and tensor not in {value.name for value in graph.output}:
+    while len(readers.get(tensor, [])) == 1 and tensor not in outputs:
         node = readers[tensor][0]
-        if node.op_type == "Transpose":
+        if node.op_type == "Transpose" and chain:
             break
         is_cast = not chain and node.op_type == "Cast"
         is_step = bool(chain) and node.op_type in ELEMENTWISE_WITH_CONSTANT and sum(name in constants for name in node.input) == 1
@@ -106,22 +131,29 @@ def _hoist_layout_transpose(graph: onnx.GraphProto, pixels: str) -> None:
     else:
         return
     transpose = readers[tensor][0]
-    perm = list(next(attribute.ints for attribute in transpose.attribute if attribute.name == "perm"))
-    if not chain or not perm:
-        return
+    perm = next((list(attribute.ints) for attribute in transpose.attribute if attribute.name == "perm"), None)
     operands = [next(name for name in step.input if name in constants) for step in chain[1:]]
     values = [numpy_helper.to_array(constants[name]) for name in operands]
-    if any(array.ndim > len(perm) or len(readers[name]) > 1 for name, array in zip(operands, values)):
+    if transpose.output[0] in outputs or perm is None or rank != len(perm) or any(array.ndim > rank or len(readers[name]) > 1 for name, array in zip(operands, values)):
         return
     for name, array in zip(operands, values):
-        permuted = array.reshape((1,) * (len(perm) - array.ndim) + array.shape).transpose(perm)
+        permuted = array.reshape((1,) * (rank - array.ndim) + array.shape).transpose(perm)
         constants[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(permuted), name))
     _replace_uses(graph, transpose.output[0], tensor)
-    moved = f"{pixels}/transposed"
-    transpose.input[0], transpose.output[0] = pixels, moved
-    chain[0].input[0] = moved
+    transpose.input[0], transpose.output[0] = pixels, _unused_name(graph, f"{pixels}/transposed")
+    chain[0].input[0] = transpose.output[0]
     graph.node.remove(transpose)
     graph.node.insert(list(graph.node).index(chain[0]), transpose)
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Each inner tensor's rank where shape inference knows it."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    return {
+        value.name: len(value.type.tensor_type.shape.dim)
+        for value in (*inferred.graph.input, *inferred.graph.value_info)
+        if value.type.tensor_type.HasField("shape")
+    }
 
 
 def _replace_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
@@ -129,15 +161,9 @@ def _replace_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
         node.input[:] = [new if name == old else name for name in node.input]
 
 
-def _is_cast(node: onnx.NodeProto, target: int) -> bool:
-    return node.op_type == "Cast" and _cast_target(node) == target
-
-
-def _cast_target(node: onnx.NodeProto) -> int:
-    return next(attribute.i for attribute in node.attribute if attribute.name == "to")
-
-
-def _forget_value_info(graph: onnx.GraphProto) -> None:
-    """Drop tf2onnx's recorded inner shapes and types: some no longer hold (uint8 views, NCHW steps), and
-    onnxruntime and the quantizer infer them again."""
-    del graph.value_info[:]
+def _unused_name(graph: onnx.GraphProto, wanted: str) -> str:
+    taken = {value.name for value in (*graph.input, *graph.initializer)} | {name for node in graph.node for name in node.output}
+    name, suffix = wanted, 1
+    while name in taken:
+        name, suffix = f"{wanted}_{suffix}", suffix + 1
+    return name
