@@ -167,6 +167,20 @@ def test_sensitivity_scan_reads_logits_so_saturated_probabilities_cannot_hide_a_
     assert keep_in_float(confident, pixels) == keep_in_float(model, pixels)
 
 
+def test_the_first_convolution_stays_float_whatever_the_scan_finds(prepared_model: Path, assets_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quantizing it would add a float normalisation and a quantize pass over the full-size input (slower)."""
+    import train.int8 as int8
+
+    model = onnx.load(prepared_model)
+    pixels = np.stack([load_for_model(path, (96, 96)) for path in _test_split(assets_dir)[:4]])
+    first = next(node for node in model.graph.node if node.op_type == "Conv")
+    monkeypatch.setattr(int8, "sensitive_convs", lambda scores: [])  # a scan that finds nothing
+    kept = int8.keep_in_float(model, pixels)
+    activation = next(node for node in model.graph.node if first.output[0] in node.input)
+    assert first.name in kept and (activation.op_type not in int8.ACTIVATIONS or activation.name in kept)
+    assert [node.name for node in model.graph.node if node.op_type == "Conv" and node.name in kept] == [first.name]
+
+
 def test_only_a_convolution_far_above_the_median_and_moving_a_real_share_of_the_margin_stays_float() -> None:
     from train.int8 import MIN_MARGIN_SHARE, SENSITIVITY_FACTOR, sensitive_convs
 
