@@ -50,16 +50,11 @@ def pixel_values(graph: onnx.GraphProto) -> dict[str, int]:
         moved = [name for name in (node.input if node.op_type == "Concat" else node.input[:1]) if name]
         if not moved or not all(name in types for name in moved):
             continue
-        if node.op_type == "Cast" and cast_target(node) in PIXEL_EXACT_TYPES:
-            types[node.output[0]] = cast_target(node)
+        if node.op_type == "Cast" and helper.get_node_attr_value(node, "to") in PIXEL_EXACT_TYPES:
+            types[node.output[0]] = helper.get_node_attr_value(node, "to")
         elif node.op_type in VALUE_MOVING_OPS:
             types.update((name, types[moved[0]]) for name in node.output)
     return types
-
-
-def cast_target(node: onnx.NodeProto) -> int:
-    """The element type a Cast node casts to."""
-    return next(attribute.i for attribute in node.attribute if attribute.name == "to")
 
 
 def run_pixel_path_in_uint8(model: onnx.ModelProto) -> bool:
