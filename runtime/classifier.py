@@ -34,9 +34,14 @@ class Prediction:
     source: str
 
     def top_k(self, k: int) -> list[tuple[str, float]]:
-        """The `k` most probable (label, probability) pairs, best first."""
-        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
-        return ranked[:k]
+        """`k` (label, probability) pairs: the predicted label first, then the others, most probable first.
+
+        Without a decision threshold that is simply the `k` most probable. With one (two-class models,
+        `Classifier.prediction_from`), the predicted label can be the less probable class, and it still
+        comes first.
+        """
+        others = sorted(((label, p) for label, p in self.probabilities.items() if label != self.label), key=lambda item: item[1], reverse=True)
+        return [(self.label, self.score), *others][:k]
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict: file, label, score, probabilities."""

@@ -31,7 +31,7 @@ def classify(
     list_file: Optional[Path] = typer.Option(
         None, "--list", exists=True, dir_okay=False, readable=True, help="A text file naming one image per line (read as a stream)."
     ),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Show the K most probable labels."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Show K labels: the prediction (which follows the decision threshold), then the most probable others."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),

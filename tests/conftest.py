@@ -39,19 +39,17 @@ def solid_image(path: Path, color: tuple[int, int, int], size: int = 48) -> Path
     return path
 
 
-@pytest.fixture(scope="session")
-def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real ONNX model with this toolkit's metadata that tells red, green and blue images apart.
+def mean_colour_model(path: Path, labels: list[str], weights: np.ndarray, threshold: object = None) -> Path:
+    """Write a real ONNX classifier with this toolkit's metadata: mean RGB in [0, 255] -> linear layer
+    (`weights`, one row per label) -> softmax, argmax. `threshold` is a `runtime.metadata.DecisionThreshold`.
 
-    Built with onnx.helper (no TensorFlow): mean colour -> linear layer -> softmax, argmax.
+    Built with onnx.helper (no TensorFlow).
     """
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     from runtime.metadata import ModelMetadata
 
-    # Mean RGB in [0, 255] -> logits favouring the dominant channel, in label order blue, green, red.
-    weights = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float32) * 0.1
     nodes = [
         helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["pixels"], ["mean"], axes=[1, 2], keepdims=0),
@@ -64,17 +62,15 @@ def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "color",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", COLOR_SIZE, COLOR_SIZE, 3])],
         [
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)]),
             helper.make_tensor_value_info("label_index", TensorProto.INT64, ["batch"]),
         ],
-        initializer=[
-            helper.make_tensor("weights", TensorProto.FLOAT, [3, 3], weights.T.flatten().tolist()),
-        ],
+        initializer=[helper.make_tensor("weights", TensorProto.FLOAT, [3, len(labels)], weights.T.flatten().tolist())],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     metadata = ModelMetadata(
-        labels=COLOR_LABELS,
+        labels=labels,
         input_height=COLOR_SIZE,
         input_width=COLOR_SIZE,
         resize_method="pillow-bilinear",
@@ -84,13 +80,31 @@ def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         toolkit_version="test",
         trained_at="2026-01-01T00:00:00+00:00",
         test_metrics={"accuracy": 1.0},
+        decision_threshold=threshold,
     )
     for key, value in metadata.to_props().items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model, full_check=True)
-    path = tmp_path_factory.mktemp("color") / "color.onnx"
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ONNX model that tells red, green and blue images apart (logits favour the dominant channel)."""
+    weights = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float32) * 0.1  # label order blue, green, red
+    return mean_colour_model(tmp_path_factory.mktemp("color") / "color.onnx", COLOR_LABELS, weights)
+
+
+@pytest.fixture(scope="session")
+def threshold_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-class (blue, red) model whose decision threshold predicts blue from a probability of 0.1 on:
+    a red image is then "blue" (about 0.13) although red is the more probable class (about 0.87)."""
+    from runtime.metadata import DecisionThreshold
+
+    weights = np.array([[0, 0, 1], [1, 0, 0]], dtype=np.float32) * 0.01
+    threshold = DecisionThreshold("blue", 0.1, "test rule")
+    return mean_colour_model(tmp_path_factory.mktemp("threshold") / "threshold.onnx", ["blue", "red"], weights, threshold)
 
 
 @pytest.fixture()

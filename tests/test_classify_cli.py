@@ -61,6 +61,17 @@ def test_folder_json_top_k_and_csv(color_model: Path, color_images: dict[str, Pa
     assert top.stdout.count("(") == 3
 
 
+def test_text_output_follows_the_decision_threshold_like_csv_and_json(threshold_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    table = tmp_path / "out.csv"
+    text = run_classify(threshold_model, color_images["red"], "--top-k", "2", "--csv", table)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("Image: red.jpg | Predicted: blue (0.1")  # blue's 0.13 passes its 0.1 threshold
+    assert "| red (0.8" in text.stdout
+    assert read_csv(table)[0]["label"] == "blue"
+    as_json = json.loads(run_classify(threshold_model, color_images["red"], "--json").stdout)
+    assert as_json["label"] == "blue" and as_json["probabilities"]["red"] > 0.8
+
+
 def test_bad_image_is_reported_and_the_rest_still_run(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
