@@ -97,6 +97,23 @@ def test_force_writes_a_refused_model_and_says_so(small_model: Path, assets_dir:
     assert Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion["forced"] is True
 
 
+def test_unreadable_calibration_images_are_skipped_and_listed(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(assets_dir, data, ignore=shutil.ignore_patterns("*.md"))
+    jpeg = (assets_dir / "CD" / "7001-115.jpg").read_bytes()
+    for index in range(6):  # the split is by file name, so some of these land in the training split
+        (data / "CD" / f"zbad{index}.jpg").write_bytes(jpeg[:300])
+        (data / "UD" / f"zempty{index}.jpg").write_bytes(b"")
+    model = shutil.copy(small_model, tmp_path / "model.onnx")
+    result = _run("quantize-model", model, "--calibrate", data, "--calibration-images", 400, "--tolerance", 100)
+    assert result.returncode == 0, result.stderr[-2000:]
+    conversion = Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion
+    skipped = conversion["calibration_skipped"]
+    assert skipped and all(("zbad" in line or "zempty" in line) for line in skipped)
+    assert conversion["calibration_images"] >= 200
+    assert all(f"skipped {line}" in " ".join(result.stdout.split()) for line in skipped)
+
+
 def test_quantize_model_rejects_a_folder_with_other_classes(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     for label, source in (("cat", "CD"), ("dog", "UD")):
         shutil.copytree(assets_dir / source, tmp_path / "data" / label)

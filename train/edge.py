@@ -22,8 +22,8 @@ import onnx
 from rich.console import Console
 
 from runtime import Classifier
-from runtime.errors import RetrainOnnxError
-from runtime.imaging import load_for_model
+from runtime.errors import ImageError, RetrainOnnxError
+from runtime.imaging import try_load_for_model
 from runtime.metadata import ModelMetadata
 from train.atomic import atomic_output, file_sha256, write_atomically
 from train.data import Dataset, LabeledImage
@@ -159,12 +159,19 @@ def _convert(
     if precision == "fp16":
         convert_fp16(source, target)
         return {"method": "onnxruntime float16 converter, uint8 input and float32 outputs kept"}
-    console.print(f"int8: calibrating on {len(calibration)} training images (stratified), QDQ, per-channel weights")
-    pixels = [load_for_model(image.path, size) for image in calibration]
+    decoded = [try_load_for_model(image.path, size) for image in calibration]
+    skipped = [item for item in decoded if isinstance(item, ImageError)]
+    pixels = [item for item in decoded if not isinstance(item, ImageError)]
+    for error in skipped:
+        console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
+    if not pixels:
+        raise RetrainOnnxError(f"{source}: none of the {len(calibration)} calibration images could be read; cannot calibrate int8")
+    console.print(f"int8: calibrating on {len(pixels)} training images (stratified), QDQ, per-channel weights")
     kept = quantize_int8(source, target, pixels)
     return {
         "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min/max calibration, bias correction",
         "calibration_images": len(pixels),
+        "calibration_skipped": [str(error) for error in skipped],
         "float32_nodes": kept,
     }
 
