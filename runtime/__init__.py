@@ -6,9 +6,9 @@
 """
 
 from runtime.classifier import Classifier, FileResult, Prediction
-from runtime.errors import ImageError, ModelError, RetrainOnnxError
+from runtime.errors import ImageError, ModelError, OutputError, RetrainOnnxError
 from runtime.session import SessionSettings
 
 __version__ = "0.1.0"
 
-__all__ = ["Classifier", "FileResult", "ImageError", "ModelError", "Prediction", "RetrainOnnxError", "SessionSettings", "__version__"]
+__all__ = ["Classifier", "FileResult", "ImageError", "ModelError", "OutputError", "Prediction", "RetrainOnnxError", "SessionSettings", "__version__"]

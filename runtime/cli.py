@@ -14,7 +14,7 @@ import typer
 
 from runtime.classifier import Classifier, FileResult
 from runtime.distributed import Engine, EngineError, RayInput
-from runtime.errors import ModelError
+from runtime.errors import ModelError, OutputError
 from runtime.imaging import image_files
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
@@ -74,7 +74,7 @@ def classify(
                 failures += result.error is not None
                 _print_result(result, top_k, as_json)
                 write_row(result)
-    except EngineError as error:
+    except (EngineError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
     if failures:
@@ -117,7 +117,12 @@ def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[File
     if path is None:
         yield lambda result: None
         return
-    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
+    except OSError as error:
+        raise OutputError.from_os_error(path, error) from error
+    with handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"])
 

@@ -72,6 +72,17 @@ def test_text_output_follows_the_decision_threshold_like_csv_and_json(threshold_
     assert as_json["label"] == "blue" and as_json["probabilities"]["red"] > 0.8
 
 
+def test_csv_that_cannot_be_written_stops_at_once_in_one_line(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("not a folder")
+    for target, problem in ((tmp_path / "a file" / "out.csv", f"File exists: {tmp_path / 'a file'}"), (tmp_path, "Is a directory")):
+        done = run_classify(color_model, color_images["red"], "--csv", target)
+        assert done.returncode == 2 and "Predicted" not in done.stdout
+        assert done.stderr.splitlines()[-1] == f"error: {target}: cannot write ({problem})"
+    nested = tmp_path / "new" / "deeper" / "out.csv"
+    assert run_classify(color_model, color_images["red"], "--csv", nested).returncode == 0
+    assert read_csv(nested)[0]["label"] == "red"
+
+
 def test_bad_image_is_reported_and_the_rest_still_run(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()

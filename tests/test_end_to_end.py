@@ -89,6 +89,13 @@ def test_bad_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().startswith("error: ") and "missing" in done.stderr
 
 
+def test_export_path_that_cannot_be_written_stops_before_training(small_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("not a folder")
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "a file" / "m.onnx")
+    assert done.returncode == 2 and not (tmp_path / "cache").exists()
+    assert done.stderr.strip() == f"error: {tmp_path / 'a file' / 'm.onnx'}: cannot write (File exists: {tmp_path / 'a file'})"
+
+
 def test_keras_imagenet_download_failure_names_the_offline_backbones(small_dataset: Path, tmp_path: Path) -> None:
     # No internet, made certain without touching the code: every HTTP(S) request goes to a closed local
     # port, and an empty KERAS_HOME holds no previously downloaded weights.

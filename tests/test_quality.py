@@ -4,6 +4,7 @@ validation, stored in metadata, applied by the runtime), the HTML report, and `e
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import solid_image
 from runtime.classifier import decide
 from runtime.errors import ModelError
 from runtime.metadata import DecisionThreshold, ModelMetadata
@@ -112,6 +114,35 @@ def test_evaluate_model_refuses_unknown_classes_in_one_line(color_model: Path, s
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {small_dataset}: class(es) CD, UD are not among the model's labels ['blue', 'green', 'red']"
+
+
+def _evaluate_model(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from train.evaluate_cli import main; main()", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_evaluate_model_report_that_cannot_be_written_stops_before_classifying(color_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "field"
+    for label, rgb in {"red": (220, 30, 30), "blue": (20, 40, 210)}.items():
+        (data / label).mkdir(parents=True)
+        solid_image(data / label / f"{label}.jpg", rgb)
+    done = _evaluate_model(color_model, data, "--report", color_model / "report")  # under a file
+    assert done.returncode == 2 and "accuracy" not in done.stdout
+    assert done.stderr.strip() == f"error: {color_model}/report.report.json: cannot write (File exists: {color_model})"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as a name")
+def test_evaluate_model_page_lists_a_misclassified_file_whose_name_is_not_utf8(color_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "field"
+    for label, rgb in {"red": (220, 30, 30), "blue": (20, 40, 210)}.items():
+        (data / label).mkdir(parents=True)
+        solid_image(data / label / f"{label}.jpg", rgb)
+    solid_image(data / "red" / os.fsdecode(b"Br\xfccke.jpg"), (20, 40, 210))  # latin-1 name, a blue image labelled red
+    done = _evaluate_model(color_model, data, "--report", tmp_path / "out" / "field")
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "out" / "field.report.html").read_text(encoding="utf-8")
+    assert 'id="misclassified"' in page and "Br\\udcfccke.jpg" in page
 
 
 @pytest.mark.slow

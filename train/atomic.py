@@ -10,16 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from runtime.errors import OutputError
+
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; when the block succeeds it is renamed to `path`.
 
     If the block raises, the temporary file is removed and `path` is left as it was, so readers never
-    see a half-written file. The file gets the usual permissions (0666 less the umask).
+    see a half-written file. The file gets the usual permissions (0666 less the umask). Missing folders
+    are created; a place that cannot take the file raises `OutputError` (one line naming `path`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_folder_for(path)
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OutputError.from_os_error(path, error) from error
     os.close(handle)
     temporary = Path(name)
     try:
@@ -27,9 +33,20 @@ def atomic_output(path: Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         temporary.chmod(0o666 & ~umask)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # e.g. `path` is a folder
+            raise OutputError.from_os_error(path, error) from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def make_folder_for(path: Path) -> None:
+    """Create the folder `path` goes in, if missing; `OutputError` (one line naming `path`) when it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError.from_os_error(path, error) from error
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from runtime.classifier import Classifier
-from train.atomic import write_atomically
+from train.atomic import make_folder_for, write_atomically
 from train.cli_common import exit_on_error
 from train.data import DatasetError, LabelSource, labelled_images
 from train.evaluate import evaluate, print_report
@@ -39,6 +39,7 @@ def evaluate_model(
     with exit_on_error():
         classifier = Classifier(model)
         stem = report or model.with_name(f"{model.stem}.eval-{data_dir.resolve().name}")
+        make_folder_for(Path(f"{stem}.report.json"))  # before the images run: a bad --report fails at once
         evaluation = run_evaluation(classifier, data_dir, labels_from, batch_size, console)
         write_atomically(Path(f"{stem}.report.json"), json.dumps({"model": str(model), "data": str(data_dir), **evaluation}, indent=2).encode("utf-8"))
         threshold = classifier.metadata.decision_threshold

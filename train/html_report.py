@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from sklearn import metrics
 
+from train.atomic import write_atomically
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -56,7 +58,8 @@ def write_html_report(
     with matplotlib.rc_context({"text.parse_math": False}):  # class names are folder names, not TeX
         figures = _plot_all(evaluation, paths, curves, curve_axis, positive)
     page = _page(evaluation, title, figures, image_root, comparison or {})
-    paths["report.html"].write_text(page, encoding="utf-8")
+    # A file name that is not UTF-8 (surrogate-escaped by Python) is written with backslash escapes.
+    write_atomically(paths["report.html"], page.encode("utf-8", errors="backslashreplace"))
     return [paths["report.html"], *(path for _, path in figures)]
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
-from train.atomic import write_atomically
+from train.atomic import make_folder_for, write_atomically
 from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
@@ -91,6 +91,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     console = console or Console(soft_wrap=True, highlight=False)
     started = time.perf_counter()
     seed = config.seed
+    make_folder_for(config.export)  # a bad --export fails now, not after the training
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
     _print_counts(dataset, console)
     duplicates = dataset.duplicates_across_classes()
