@@ -210,12 +210,16 @@ def find_images(folder: str | Path) -> list[Path]:
 
 
 def image_files(inputs: Iterable[Path], list_file: Path | None = None) -> Iterator[Path]:
-    """The image files named by `inputs` (files, and folders searched recursively), then by `list_file`."""
+    """The image files named by `inputs` (files, and folders searched recursively), then by `list_file`.
+
+    The list is read as UTF-8; a byte-order mark (Windows Notepad) is dropped, and bytes that are not
+    UTF-8 stay the bytes they were (a name written in Latin-1 still finds its file).
+    """
     for path in inputs:
         if path.is_dir():
             yield from find_images(path)
         else:
             yield path
     if list_file is not None:
-        with open(list_file, encoding="utf-8") as lines:
+        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as lines:
             yield from (Path(line.strip()) for line in lines if line.strip())

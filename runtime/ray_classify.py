@@ -80,7 +80,7 @@ def classify_on_ray(
         context.enable_progress_bars = False
         if source.streamed_list is not None:
             # A read task that needs no CPU of its own: the actors may hold every CPU of a small machine.
-            dataset, column = ray.data.read_text(str(source.streamed_list), num_cpus=0), TEXT_COLUMN
+            dataset, column = ray.data.read_text(str(source.streamed_list), encoding="utf-8-sig", num_cpus=0), TEXT_COLUMN
         else:
             files = image_files(source.inputs, source.list_file)
             dataset, column = ray.data.from_items([{FILE_COLUMN: str(path)} for path in files]), FILE_COLUMN

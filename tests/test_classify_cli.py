@@ -198,6 +198,17 @@ def test_file_name_that_is_not_utf8_is_classified(color_model: Path, tmp_path: P
     assert [(row["file"], row["label"]) for row in read_csv(table)] == [(str(folder / "Br\\udcfccke.jpg"), "red")]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as a name")
+def test_list_file_with_a_bom_and_a_latin1_name(color_model: Path, tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8), RGB["red"]).save(tmp_path / os.fsdecode(b"Br\xfccke.jpg"), "JPEG")  # a Latin-1 name on disk
+    Image.new("RGB", (8, 8), RGB["green"]).save(tmp_path / "green.jpg", "JPEG")
+    listed = tmp_path / "files.txt"
+    listed.write_bytes(b"\xef\xbb\xbf" + f"{tmp_path / 'green.jpg'}\n".encode() + os.fsencode(tmp_path) + b"/Br\xfccke.jpg\n")
+    done = invoke_classify(color_model, "--list", listed)
+    assert done.exit_code == 0, done.stderr
+    assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.splitlines()] == ["Predicted: green", "Predicted: red"]
+
+
 def test_a_thousand_images_with_three_bad_ones(color_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "batch"
     folder.mkdir()

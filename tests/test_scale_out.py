@@ -84,7 +84,7 @@ def test_classify_engine_ray_gives_the_local_results_in_input_order(color_model:
         Image.new("RGB", (8 + index, 8), RGB[label]).save(folder / f"{index:03d}.png")
     (folder / "030.png").write_bytes(b"")  # one bad file, in the middle
     listed = tmp_path / "files.txt"
-    listed.write_text("".join(f"{path}\n" for path in sorted(folder.iterdir(), reverse=True)), encoding="utf-8")
+    listed.write_text("".join(f"{path}\n" for path in sorted(folder.iterdir(), reverse=True)), encoding="utf-8-sig")  # with a BOM, as Notepad saves
     runner = CliRunner()
     outputs = {}
     for name, arguments in {
@@ -101,7 +101,7 @@ def test_classify_engine_ray_gives_the_local_results_in_input_order(color_model:
     assert outputs["ray folder"] == outputs["local folder"]
     assert outputs["ray list"] == outputs["local list"]
     rows = outputs["ray list"][1].splitlines()[1:]
-    assert [row.split(",")[0] for row in rows] == listed.read_text(encoding="utf-8").split()  # input order kept
+    assert [row.split(",")[0] for row in rows] == listed.read_text(encoding="utf-8-sig").split()  # input order kept
 
 
 def test_a_ray_worker_reads_relative_names_from_the_drivers_directory_and_reports_them_as_given(
