@@ -114,6 +114,13 @@ def test_unreadable_calibration_images_are_skipped_and_listed(small_model: Path,
     assert all(f"skipped {line}" in " ".join(result.stdout.split()) for line in skipped)
 
 
+def test_quantize_model_refuses_a_model_that_is_already_a_variant(small_model: Path, assets_dir: Path) -> None:
+    for precision in ("int8", "fp16"):
+        result = _run("quantize-model", small_model.with_name(f"model.{precision}.onnx"), "--calibrate", assets_dir)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"error: {small_model.with_name(f'model.{precision}.onnx')}: already a {precision} model; quantize model.onnx instead"
+
+
 def test_quantize_model_rejects_a_folder_with_other_classes(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     for label, source in (("cat", "CD"), ("dog", "UD")):
         shutil.copytree(assets_dir / source, tmp_path / "data" / label)

@@ -82,9 +82,13 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     """Make, check and write each variant `config` asks for; return one summary per written variant.
 
     Raises `AccuracyGateError` (after writing the variants checked before it) when a variant loses more
-    than `config.tolerance_points` of accuracy or balanced accuracy and `config.force` is off.
+    than `config.tolerance_points` of accuracy or balanced accuracy and `config.force` is off, and
+    `RetrainOnnxError` when `model_path` is itself an int8 or fp16 variant.
     """
     reference = Classifier(model_path, providers="cpu")
+    if reference.metadata.precision != "fp32":
+        made_from = reference.metadata.conversion.get("source", {}).get("model", "the fp32 model it was made from")
+        raise RetrainOnnxError(f"{model_path}: already a {reference.metadata.precision} model; quantize {made_from} instead")
     test = dataset.split("test")
     if not test:
         raise RetrainOnnxError(f"{dataset.root}: the test split is empty; cannot check edge variants")
