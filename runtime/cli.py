@@ -16,6 +16,7 @@ from runtime.classifier import Classifier, FileResult
 from runtime.distributed import Engine, EngineError, RayInput
 from runtime.errors import ModelError, OutputError
 from runtime.imaging import image_files
+from runtime.output import make_folder_for
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
 EXIT_IMAGE_FAILED = 1
@@ -53,7 +54,9 @@ def classify(
         raise typer.BadParameter(str(error)) from error
     try:
         classifier = Classifier(model, providers=providers, settings=settings)
-    except ModelError as error:
+    except ValueError as error:  # an unknown --providers choice
+        raise typer.BadParameter(str(error), param_hint="'--providers'") from error
+    except (ModelError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
     if not inputs and list_file is None:
@@ -117,8 +120,8 @@ def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[File
     if path is None:
         yield lambda result: None
         return
+    make_folder_for(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
     except OSError as error:
         raise OutputError.from_os_error(path, error) from error

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from runtime.errors import ModelError, first_line
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
+from runtime.output import make_folder_for
 from runtime.session import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,20 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, providers: Providers = "auto", settings: SessionSettings | None = None) -> LoadedModel:
-    """Open `path` as an exported classifier; raise `ModelError` with a one-line reason otherwise."""
+    """Open `path` as an exported classifier; raise `ModelError` with a one-line reason otherwise.
+
+    An unknown `providers` choice raises `ValueError`; a folder for `settings.optimized_model_path` that
+    cannot be made raises `OutputError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(path, "model file not found")
-    options = (settings or SessionSettings()).options()
+    settings = settings or SessionSettings()
+    chosen = choose_providers(providers)  # a bad choice is the caller's ValueError, not the model's fault
+    if settings.optimized_model_path is not None:
+        make_folder_for(Path(settings.optimized_model_path))
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=choose_providers(providers))
+        session = ort.InferenceSession(str(path), sess_options=settings.options(), providers=chosen)
     except Exception as error:  # onnxruntime raises its own non-exported exception types
         raise ModelError(path, f"not a loadable ONNX model ({first_line(error)})") from error
     metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
@@ -84,7 +92,10 @@ def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, pat
             f"model input shape {shape} disagrees with its metadata size "
             f"{metadata.input_height}x{metadata.input_width}x3",
         )
-    outputs = {output.name for output in session.get_outputs()}
-    missing = {PROBABILITIES_OUTPUT, LABEL_INDEX_OUTPUT} - outputs
+    outputs = {output.name: output for output in session.get_outputs()}
+    missing = {PROBABILITIES_OUTPUT, LABEL_INDEX_OUTPUT} - set(outputs)
     if missing:
         raise ModelError(path, f"model lacks the output(s) {sorted(missing)}")
+    classes = outputs[PROBABILITIES_OUTPUT].shape[-1] if outputs[PROBABILITIES_OUTPUT].shape else None
+    if isinstance(classes, int) and classes != len(metadata.labels):
+        raise ModelError(path, f"model outputs {classes} class probabilities but its metadata names {len(metadata.labels)} labels")

@@ -111,6 +111,14 @@ def test_session_flags(color_model: Path, color_images: dict[str, Path], tmp_pat
     assert done.returncode == 0 and "Predicted: red" in done.stdout and optimized.is_file()
     bad = run_classify(color_model, color_images["red"], "--optimization", "fastest")
     assert bad.returncode == 2 and "optimization must be one of" in bad.stderr
+    nested = tmp_path / "new folder" / "opt.onnx"  # a missing folder is made
+    assert run_classify(color_model, color_images["red"], "--save-optimized", nested).returncode == 0 and nested.is_file()
+    (tmp_path / "a file").write_text("not a folder")
+    blocked = run_classify(color_model, color_images["red"], "--save-optimized", tmp_path / "a file" / "opt.onnx")
+    assert blocked.returncode == 2 and blocked.stderr.splitlines()[-1].startswith(f"error: {tmp_path / 'a file' / 'opt.onnx'}: cannot write")
+    unknown = run_classify(color_model, color_images["red"], "--providers", "gpu")
+    assert unknown.returncode == 2 and "--providers" in unknown.stderr and "unknown providers 'gpu'" in unknown.stderr
+    assert "not a loadable" not in unknown.stderr
 
 
 def _bad_model(case: str, folder: Path, color_model: Path) -> Path:
@@ -120,13 +128,15 @@ def _bad_model(case: str, folder: Path, color_model: Path) -> Path:
         path.write_bytes(color_model.read_bytes()[:200])
     elif case == "text":
         path.write_text("this is not a model\n")
-    elif case in ("no-metadata", "wrong-size"):
+    elif case in ("no-metadata", "wrong-size", "wrong-labels"):
         onnx = pytest.importorskip("onnx")
         model = onnx.load(color_model)
         if case == "no-metadata":
             del model.metadata_props[:]
-        else:
+        elif case == "wrong-size":
             next(entry for entry in model.metadata_props if entry.key == "input_height").value = "64"
+        else:
+            next(entry for entry in model.metadata_props if entry.key == "labels").value = '["blue", "green"]'
         onnx.save(model, path)
     return path
 
@@ -139,6 +149,7 @@ def _bad_model(case: str, folder: Path, color_model: Path) -> Path:
         ("text", "not a loadable ONNX model"),
         ("no-metadata", "no retrain-onnx metadata"),
         ("wrong-size", "disagrees with its metadata size"),
+        ("wrong-labels", "model outputs 3 class probabilities but its metadata names 2 labels"),
     ],
 )
 def test_bad_model_exits_2_with_one_line_naming_it(

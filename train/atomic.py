@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from runtime.errors import OutputError
+from runtime.output import make_folder_for
 
 
 @contextmanager
@@ -39,14 +40,6 @@ def atomic_output(path: Path) -> Iterator[Path]:
             raise OutputError.from_os_error(path, error) from error
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def make_folder_for(path: Path) -> None:
-    """Create the folder `path` goes in, if missing; `OutputError` (one line naming `path`) when it cannot be."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError.from_os_error(path, error) from error
 
 
 def write_atomically(path: Path, data: bytes) -> None:

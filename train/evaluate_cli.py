@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 
 from runtime.classifier import Classifier
-from train.atomic import make_folder_for, write_atomically
+from runtime.output import make_folder_for
+from train.atomic import write_atomically
 from train.cli_common import exit_on_error
 from train.data import DatasetError, LabelSource, labelled_images
 from train.evaluate import evaluate, print_report

@@ -18,7 +18,8 @@ from rich.table import Table
 from runtime import Classifier, __version__
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
-from train.atomic import make_folder_for, write_atomically
+from runtime.output import make_folder_for
+from train.atomic import write_atomically
 from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
