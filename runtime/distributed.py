@@ -7,6 +7,7 @@ runtime and every default path run without it.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from enum import Enum
 from pathlib import Path
 
 from runtime.errors import RetrainOnnxError, first_line
+
+#: How long the check that a Ray address answers waits for it.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 class Engine(str, Enum):
@@ -54,6 +58,7 @@ def ray_connection(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    _check_answers(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # progress notes, not results
@@ -63,6 +68,19 @@ def ray_connection(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_answers(address: str | None) -> None:
+    """For a "host:port" or "ray://host:port" address, check that something answers there: Ray itself
+    retries an unreachable address for minutes before it gives up."""
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # None (a local instance), "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as error:
+        problem = error.strerror or first_line(error)
+        raise EngineError(f"cannot connect to the Ray cluster at {address!r} (nothing answers at {host}:{port}: {problem})") from error
 
 
 def actor_count(workers: int | None) -> int:

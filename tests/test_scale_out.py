@@ -129,3 +129,17 @@ def test_a_ray_worker_reads_relative_names_from_the_drivers_directory_and_report
         assert out[FILE_COLUMN].tolist() == reported  # as the local engine names them
         assert np.allclose(out["probabilities"][0], red) and np.allclose(out["probabilities"][1], red)
         assert out["error"][:2].tolist() == ["", ""] and "empty (0 bytes)" in out["error"][2]
+
+
+def test_a_ray_address_where_nothing_answers_fails_at_once_in_one_line(color_model: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    image = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), RGB["red"]).save(image)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        done = CliRunner().invoke(app, [str(color_model), str(image), "--engine", "ray", "--ray-address", address])
+        assert done.exit_code == 2
+        assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot connect to the Ray cluster at '{address}' (nothing answers at 127.0.0.1:{port}")
