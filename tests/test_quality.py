@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,18 @@ def _evaluate_model(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from train.evaluate_cli import main; main()", *map(str, args)], capture_output=True, text=True
     )
+
+
+def test_evaluate_takes_float32_softmax_rows_without_a_warning() -> None:
+    from train.evaluate import evaluate
+
+    logits = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)  # float32: sums miss 1 by ~1e-7
+    rows = softmax.astype(np.float64)  # as evaluate-model collects them from `Prediction.probabilities`
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = evaluate(rows, rows.argmax(axis=1), ["a", "b", "c"], [f"{i}.jpg" for i in range(200)])
+    assert report["accuracy"] == 1.0 and report["log_loss"] > 0
 
 
 def test_evaluate_model_report_that_cannot_be_written_stops_before_classifying(color_model: Path, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def evaluate(
         "images": int(len(true_indices)),
         "accuracy": float(metrics.accuracy_score(true_indices, predicted)),
         "balanced_accuracy": float(metrics.balanced_accuracy_score(true_indices, predicted)),
-        "log_loss": float(metrics.log_loss(true_indices, probabilities, labels=indices)),
+        "log_loss": float(metrics.log_loss(true_indices, _normalised(probabilities), labels=indices)),
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -72,3 +72,9 @@ def print_report(report: dict[str, object], console: Console, title: str = "Test
     for label, row in zip(confusion["labels"], confusion["rows_actual_columns_predicted"]):
         matrix.add_row(label, *map(str, row))
     console.print(matrix)
+
+
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    """Rows in float64 summing to 1: float32 softmax rows miss 1 by a few 1e-8, which sklearn warns about."""
+    rows = np.asarray(probabilities, dtype=np.float64)
+    return rows / rows.sum(axis=1, keepdims=True)
