@@ -156,6 +156,7 @@ def test_evaluate_model_page_lists_a_misclassified_file_whose_name_is_not_utf8(c
     assert done.returncode == 0, done.stderr[-2000:]
     page = (tmp_path / "out" / "field.report.html").read_text(encoding="utf-8")
     assert 'id="misclassified"' in page and "Br\\udcfccke.jpg" in page
+    assert f"Misclassified images (1 of the folder {data})" in page and "test" not in page.replace(str(tmp_path), "")  # field data, no split
 
 
 @pytest.mark.slow

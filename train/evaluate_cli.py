@@ -45,7 +45,8 @@ def evaluate_model(
         write_atomically(Path(f"{stem}.report.json"), json.dumps({"model": str(model), "data": str(data_dir), **evaluation}, indent=2).encode("utf-8"))
         threshold = classifier.metadata.decision_threshold
         page, *_ = write_html_report(
-            evaluation, stem, data_dir, f"{model.name} on {data_dir}", positive=threshold.positive if threshold else None
+            evaluation, stem, data_dir, f"{model.name} on {data_dir}", positive=threshold.positive if threshold else None,
+            images=f"folder {data_dir}",
         )
         console.print(f"Report: {stem}.report.json and {page}")
 

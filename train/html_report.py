@@ -45,6 +45,7 @@ def write_html_report(
     curve_axis: str = "epoch",
     positive: str | None = None,
     comparison: Mapping[str, Mapping[str, float]] | None = None,
+    images: str = "test split",
 ) -> list[Path]:
     """Write STEM.report.html and its PNG plots for `evaluation` (from `train.evaluate.evaluate`), whose
     file names are relative to `image_root`.
@@ -52,19 +53,21 @@ def write_html_report(
     `curves` has one row per step of training (`curve_axis`: "epoch", or "C" for the head's
     regularisation path) with train `loss`/`accuracy` and `val_loss`/`val_accuracy`; `positive` is the
     positive class of a two-class problem (ROC and PR curves); `comparison` maps model names (head only,
-    fine-tuned) to their test accuracy and balanced accuracy, shown as a table. Returns the files written.
+    fine-tuned) to their test accuracy and balanced accuracy, shown as a table; `images` names the images
+    evaluated in headings and captions ("test split", or a folder for `evaluate-model`). Returns the files
+    written.
     """
     paths = report_paths(stem)
     with matplotlib.rc_context({"text.parse_math": False}):  # class names are folder names, not TeX
-        figures = _plot_all(evaluation, paths, curves, curve_axis, positive)
-    page = _page(evaluation, title, figures, image_root, comparison or {})
+        figures = _plot_all(evaluation, paths, curves, curve_axis, positive, images)
+    page = _page(evaluation, title, figures, image_root, comparison or {}, images)
     # A file name that is not UTF-8 (surrogate-escaped by Python) is written with backslash escapes.
     write_atomically(paths["report.html"], page.encode("utf-8", errors="backslashreplace"))
     return [paths["report.html"], *(path for _, path in figures)]
 
 
 def _plot_all(
-    evaluation: dict[str, object], paths: dict[str, Path], curves: Sequence[dict[str, float]], curve_axis: str, positive: str | None
+    evaluation: dict[str, object], paths: dict[str, Path], curves: Sequence[dict[str, float]], curve_axis: str, positive: str | None, images: str
 ) -> list[tuple[str, Path]]:
     """Draw every plot the evaluation has; return (caption, PNG path) pairs."""
     figures = []
@@ -72,7 +75,7 @@ def _plot_all(
         _plot_curves(curves, curve_axis, paths["curves.png"])
         figures.append(("Training curves", paths["curves.png"]))
     _plot_confusion(evaluation["confusion_matrix"], paths["confusion.png"])
-    figures.append(("Confusion matrix (test split)", paths["confusion.png"]))
+    figures.append((f"Confusion matrix ({images})", paths["confusion.png"]))
     labels = evaluation["confusion_matrix"]["labels"]
     if len(labels) == 2 and evaluation["predictions"]:
         positive = positive or labels[1]
@@ -165,7 +168,12 @@ def _thumbnail(path: Path) -> str | None:
 
 
 def _page(
-    evaluation: dict[str, object], title: str, figures: list[tuple[str, Path]], image_root: Path, comparison: Mapping[str, Mapping[str, float]]
+    evaluation: dict[str, object],
+    title: str,
+    figures: list[tuple[str, Path]],
+    image_root: Path,
+    comparison: Mapping[str, Mapping[str, float]],
+    images: str,
 ) -> str:
     escape = html.escape
     comparison_rows = "".join(
@@ -176,7 +184,7 @@ def _page(
         f"<th>balanced accuracy</th></tr>{comparison_rows}</table>"
     ) if comparison_rows else ""
     summary = (
-        f"{evaluation['images']} test images | accuracy {evaluation['accuracy']:.4f} | "
+        f"{evaluation['images']} images ({images}) | accuracy {evaluation['accuracy']:.4f} | "
         f"balanced accuracy {evaluation['balanced_accuracy']:.4f} | log-loss {evaluation['log_loss']:.4f}"
     )
     rows = "".join(
@@ -214,7 +222,7 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }} figure img {{ max-width
 <div id="plots">{plots}</div>
 <h2>Per-class metrics</h2>
 <table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
-<h2>Misclassified test images ({len(misclassified)})</h2>
+<h2>Misclassified images ({len(misclassified)} of the {escape(images)})</h2>
 <div class="gallery" id="misclassified">{gallery}{more}</div>
 </body></html>
 """
