@@ -15,7 +15,7 @@ import typer
 from runtime.classifier import Classifier, FileResult
 from runtime.distributed import Engine, EngineError, RayInput
 from runtime.errors import ModelError, OutputError
-from runtime.imaging import image_files
+from runtime.imaging import IMAGE_EXTENSIONS, image_files
 from runtime.output import make_folder_for
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
@@ -70,16 +70,19 @@ def classify(
         )
     else:
         results = classifier.classify_files(image_files(inputs or [], list_file), batch_size=batch_size)
-    failures = 0
+    failures = seen = 0
     try:
         with _csv_writer(csv_path, classifier.labels) as write_row:
             for result in results:
+                seen += 1
                 failures += result.error is not None
                 _print_result(result, top_k, as_json)
                 write_row(result)
     except (EngineError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
+    if not seen:
+        typer.echo(f"no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
     if failures:
         typer.echo(f"{failures} image(s) could not be classified", err=True)
         raise typer.Exit(EXIT_IMAGE_FAILED)

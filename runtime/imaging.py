@@ -137,6 +137,8 @@ def _read(source: ImageSource, name: str) -> bytes:
 
 
 def _within_limit(image: Image.Image, name: str) -> Image.Image:
+    if image.width == 0 or image.height == 0:
+        raise ImageError(name, f"image has no pixels ({image.width}x{image.height})")
     if image.width * image.height > MAX_PIXELS:
         raise _refused(name, f"{image.width}x{image.height}", MAX_PIXELS)
     return image

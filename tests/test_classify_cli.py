@@ -83,6 +83,13 @@ def test_csv_that_cannot_be_written_stops_at_once_in_one_line(color_model: Path,
     assert read_csv(nested)[0]["label"] == "red"
 
 
+def test_a_folder_without_images_says_so(color_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    done = run_classify(color_model, tmp_path)
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == "no images found (folders are searched for .bmp, .jpeg, .jpg, .png, .webp)"
+
+
 def test_bad_image_is_reported_and_the_rest_still_run(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -183,6 +183,11 @@ def test_arrays_that_are_not_pixels_raise_image_error(array: np.ndarray, problem
     assert "\n" not in str(raised.value)
 
 
+def test_a_pil_image_without_pixels_raises_image_error() -> None:
+    with pytest.raises(ImageError, match=r"image has no pixels \(0x0\)"):
+        decode_image(Image.new("RGB", (0, 0)))
+
+
 def test_float_image_with_nan_raises_image_error(tmp_path: Path) -> None:
     path = tmp_path / "float.tiff"
     Image.fromarray(np.array([[np.nan, 10.0], [20.0, 30.0]], dtype=np.float32)).save(path)
