@@ -125,7 +125,7 @@ def _open(source: ImageSource, name: str) -> Image.Image:
 def _read(source: ImageSource, name: str) -> bytes:
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
-            raise ImageError(name, "no such file")
+            raise ImageError(name, "a folder, not an image file" if Path(source).is_dir() else "no such file")
         data = Path(source).read_bytes()
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)

@@ -65,7 +65,7 @@ def load_model(path: str | Path, providers: Providers = "auto", settings: Sessio
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(path, "model file not found")
+        raise ModelError(path, "a folder, not a model file" if path.is_dir() else "model file not found")
     settings = settings or SessionSettings()
     chosen = choose_providers(providers)  # a bad choice is the caller's ValueError, not the model's fault
     if settings.optimized_model_path is not None:

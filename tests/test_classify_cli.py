@@ -88,6 +88,12 @@ def test_a_folder_without_images_says_so(color_model: Path, tmp_path: Path) -> N
     done = run_classify(color_model, tmp_path)
     assert done.returncode == 0 and done.stdout == ""
     assert done.stderr.splitlines()[-1] == "no images found (folders are searched for .bmp, .jpeg, .jpg, .png, .webp)"
+    as_model = run_classify(tmp_path, color_model)
+    assert as_model.returncode == 2 and as_model.stderr.strip() == f"error: {tmp_path}: a folder, not a model file"
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{tmp_path}\n")
+    in_list = run_classify(color_model, "--list", listed)
+    assert in_list.returncode == 1 and f"error: {tmp_path}: a folder, not an image file" in in_list.stderr
 
 
 def test_bad_image_is_reported_and_the_rest_still_run(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
