@@ -74,6 +74,7 @@ def _check_answers(address: str | None) -> None:
     """For a "host:port" or "ray://host:port" address, check that something answers there: Ray itself
     retries an unreachable address for minutes before it gives up."""
     host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # "[::1]:6379"
     if not host or not port.isdigit():
         return  # None (a local instance), "auto", or a form Ray resolves itself
     try:

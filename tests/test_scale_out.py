@@ -139,7 +139,7 @@ def test_a_ray_address_where_nothing_answers_fails_at_once_in_one_line(color_mod
         port = probe.getsockname()[1]
     image = tmp_path / "red.png"
     Image.new("RGB", (8, 8), RGB["red"]).save(image)
-    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+    for address, host in ((f"127.0.0.1:{port}", "127.0.0.1"), (f"ray://127.0.0.1:{port}", "127.0.0.1"), (f"[::1]:{port}", "::1")):
         done = CliRunner().invoke(app, [str(color_model), str(image), "--engine", "ray", "--ray-address", address])
         assert done.exit_code == 2
-        assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot connect to the Ray cluster at '{address}' (nothing answers at 127.0.0.1:{port}")
+        assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot connect to the Ray cluster at '{address}' (nothing answers at {host}:{port}")
