@@ -146,16 +146,18 @@ def test_evaluate_model_report_that_cannot_be_written_stops_before_classifying(c
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as a name")
-def test_evaluate_model_page_lists_a_misclassified_file_whose_name_is_not_utf8(color_model: Path, tmp_path: Path) -> None:
+def test_evaluate_model_page_lists_unreadable_files_and_a_misclassified_one_whose_name_is_not_utf8(color_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "field"
     for label, rgb in {"red": (220, 30, 30), "blue": (20, 40, 210)}.items():
         (data / label).mkdir(parents=True)
         solid_image(data / label / f"{label}.jpg", rgb)
     solid_image(data / "red" / os.fsdecode(b"Br\xfccke.jpg"), (20, 40, 210))  # latin-1 name, a blue image labelled red
+    (data / "blue" / "broken.jpg").write_bytes(b"")
     done = _evaluate_model(color_model, data, "--report", tmp_path / "out" / "field")
     assert done.returncode == 0, done.stderr[-2000:]
     page = (tmp_path / "out" / "field.report.html").read_text(encoding="utf-8")
     assert 'id="misclassified"' in page and "Br\\udcfccke.jpg" in page
+    assert "<h2>Unreadable images, left out (1)</h2>" in page and f"<li>{data / 'blue' / 'broken.jpg'}: empty (0 bytes)" in page
     assert f"Misclassified images (1 of the folder {data})" in page and "test" not in page.replace(str(tmp_path), "")  # field data, no split
 
 

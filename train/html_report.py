@@ -205,7 +205,12 @@ def _page(
             f'<b>{escape(row["predicted"])}</b> ({row["score"]:.2f})</p></div>'
         )
     more = f"<p>{len(misclassified) - GALLERY_LIMIT} more not shown.</p>" if len(misclassified) > GALLERY_LIMIT else ""
-    gallery = "".join(cards) or "<p>None: every test image is classified correctly.</p>"
+    gallery = "".join(cards) or "<p>None: every image is classified correctly.</p>"
+    skipped = evaluation.get("skipped_images", [])  # evaluate-model lists the images it could not read
+    unreadable = (
+        f'<h2>Unreadable images, left out ({len(skipped)})</h2><ul id="skipped">{"".join(f"<li>{escape(line)}</li>" for line in skipped)}</ul>'
+        if skipped else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>
@@ -224,5 +229,6 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }} figure img {{ max-width
 <table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
 <h2>Misclassified images ({len(misclassified)} of the {escape(images)})</h2>
 <div class="gallery" id="misclassified">{gallery}{more}</div>
+{unreadable}
 </body></html>
 """
