@@ -22,8 +22,8 @@ class ImageError(RetrainOnnxError):
         return (type(self), (self.source, self.problem))
 
 
-class ModelError(RetrainOnnxError):
-    """A model file is missing, unreadable, or not an ONNX model exported by this toolkit."""
+class FileProblem(RetrainOnnxError):
+    """A problem with one file, as `path: problem`; `ModelError` and `OutputError` are the kinds."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = str(path)
@@ -35,25 +35,21 @@ class ModelError(RetrainOnnxError):
         return (type(self), (self.path, self.problem))
 
 
-class OutputError(RetrainOnnxError):
+class ModelError(FileProblem):
+    """A model file is missing, unreadable, or not an ONNX model exported by this toolkit."""
+
+
+class OutputError(FileProblem):
     """A result file (CSV, report, model) cannot be written where it was asked for."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: cannot write ({problem})")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        """Pickle as (path, problem), like `ImageError`."""
-        return (type(self), (self.path, self.problem))
 
     @classmethod
     def from_os_error(cls, path: str | Path, error: OSError) -> "OutputError":
         """The `OutputError` for `path` from the `OSError` that stopped writing it (naming the file in the
         way when that is not `path` itself, e.g. a file where a folder should be)."""
-        problem = error.strerror or first_line(error)
+        reason = error.strerror or first_line(error)
         in_the_way = str(error.filename) if error.filename is not None else ""
-        return cls(path, f"{problem}: {in_the_way}" if in_the_way and in_the_way != str(path) else problem)
+        detail = f"{reason}: {in_the_way}" if in_the_way and in_the_way != str(path) else reason
+        return cls(path, f"cannot write ({detail})")
 
 
 def first_line(error: BaseException) -> str:
