@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -203,12 +204,35 @@ def _finite(samples: np.ndarray, name: str) -> np.ndarray:
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Every supported image below `folder`, sorted; symlinked folders are not followed (no loops)."""
-    found = []
-    for directory, subdirectories, files in os.walk(folder, followlinks=False):
+    """Every supported image below `folder`, sorted.
+
+    Symlinked folders are followed (a class folder may live elsewhere), each real folder once, so a link
+    back up the tree cannot loop. Named pipes and devices with an image ending are left out (reading them
+    would block); a dangling symlink is kept, so decoding reports it like any unreadable file.
+    """
+    found, seen = [], set()
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        identity = _folder_identity(directory)
+        if identity in seen:
+            subdirectories.clear()
+            continue
+        seen.add(identity)
         subdirectories.sort()
-        found.extend(Path(directory, name) for name in files if is_image_file(Path(name)))
+        found.extend(path for path in (Path(directory, name) for name in files) if is_image_file(path) and _may_be_file(path))
     return sorted(found)
+
+
+def _folder_identity(directory: str) -> tuple[int, int]:
+    status = os.stat(directory)
+    return status.st_dev, status.st_ino
+
+
+def _may_be_file(path: Path) -> bool:
+    """False for what exists but is not a regular file (a named pipe, a device)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # dangling or unreadable: decoding names the problem
 
 
 def image_files(inputs: Iterable[Path], list_file: Path | None = None) -> Iterator[Path]:

@@ -100,3 +100,5 @@ def test_duplicates_across_classes_are_listed(small_dataset: Path) -> None:
     assert dataset.duplicates_across_classes() == [sorted([f"CD/{first.name}", "CD/same class copy.jpg", "UD/copied.jpg"])]
     shutil.copy(sorted((small_dataset / "UD").glob("7*.jpg"))[0], small_dataset / "CD" / "other.jpg")
     assert len(load_dataset(small_dataset).duplicates_across_classes()) == 2
+    (small_dataset / "UD" / "dangling.jpg").symlink_to(small_dataset / "gone.jpg")  # the bottleneck phase reports it
+    assert len(load_dataset(small_dataset).duplicates_across_classes()) == 2

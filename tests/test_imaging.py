@@ -147,6 +147,17 @@ def test_find_images_filters_endings_and_survives_symlink_loops(tmp_path: Path) 
     assert found == ["w.webp", "x.JPG", "y.png"]
 
 
+def test_find_images_follows_symlinked_folders_keeps_dangling_links_and_skips_pipes(tmp_path: Path) -> None:
+    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data"
+    elsewhere.mkdir()
+    (data / "CD").mkdir(parents=True)
+    (elsewhere / "e.jpg").write_bytes(b"")
+    os.symlink(elsewhere, data / "X")  # a class folder kept on another disk
+    os.symlink(tmp_path / "missing.jpg", data / "CD" / "dangling.jpg")
+    os.mkfifo(data / "CD" / "pipe.jpg")
+    assert [path.relative_to(data).as_posix() for path in find_images(data)] == ["CD/dangling.jpg", "X/e.jpg"]
+
+
 def test_array_inputs_of_other_shapes() -> None:
     gray = np.full((5, 6), 7, dtype=np.uint8)
     assert decode_image(gray).shape == (5, 6, 3)
