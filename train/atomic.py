@@ -27,9 +27,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
         raise OutputError.from_os_error(path, error) from error
-    os.close(handle)
     temporary = Path(name)
     try:
+        os.close(handle)
         yield temporary
         umask = os.umask(0)
         os.umask(umask)

@@ -32,6 +32,8 @@ class BottleneckResult:
     features: dict[Path, np.ndarray] = field(default_factory=dict)
     computed: int = 0
     reused: int = 0
+    #: Images skipped because an earlier run found their bytes unreadable (see `BottleneckCache.unreadable`).
+    known_unreadable: int = 0
     failures: list[ImageError] = field(default_factory=list)
 
 
@@ -50,7 +52,8 @@ def compute_bottlenecks(
     `OnnxExtractor` in training); `engine` may run the work in worker processes or on Ray instead, from
     `spec.onnx_path`. An image counts as reused when all its views are cached. Unreadable images, and
     files that changed or disappeared while their features were computed (hashed again before caching),
-    are collected in `failures` and skipped. Each image is decoded once for all its views; byte-identical
+    are collected in `failures` and skipped; the cache notes the bytes that cannot be decoded, so the next
+    run skips them without decoding them again. Each image is decoded once for all its views; byte-identical
     files are computed once. Only the file names to compute are held in memory, never all their bytes.
     """
     console = console or Console(soft_wrap=True, highlight=False)
@@ -66,16 +69,23 @@ def compute_bottlenecks(
         if content_hash in copies:
             copies[content_hash].append(path)
             continue
+        known_problem = cache.unreadable(content_hash)
+        if known_problem is not None:
+            result.failures.append(ImageError(path, known_problem))
+            result.known_unreadable += 1
+            continue
         cached = [cache.get(content_hash, view.name) for view in views]
         if any(features is None for features in cached):
             copies[content_hash] = [path]
         else:
             result.features[path] = np.stack(cached)
             result.reused += 1
+    known = f"; {result.known_unreadable} unreadable in an earlier run, skipped" if result.known_unreadable else ""
     if not copies:
-        console.print(f"Bottlenecks: all {result.reused} found in cache, nothing computed")
+        console.print(f"Bottlenecks: all {result.reused} found in cache, nothing computed{known}")
+        _print_failures(result.failures, console)
         return result
-    console.print(f"Bottlenecks: {result.reused} cached, {len(copies)} to compute ({len(views)} views each)")
+    console.print(f"Bottlenecks: {result.reused} cached, {len(copies)} to compute ({len(views)} views each){known}")
 
     todo = list(copies)
     images_per_batch = max(1, batch_size // len(views))
@@ -87,6 +97,8 @@ def compute_bottlenecks(
             for content_hash, outcome in zip(hashes, outcomes):
                 if isinstance(outcome, ImageError):
                     result.failures.extend(ImageError(path, outcome.problem) for path in copies[content_hash])
+                    if _change_since_hashed(copies[content_hash][0], content_hash) is None:  # the bytes, not a passing fault
+                        cache.note_unreadable(content_hash, outcome.problem)
                     continue
                 change = _change_since_hashed(copies[content_hash][0], content_hash)
                 if change:
@@ -97,9 +109,13 @@ def compute_bottlenecks(
                 result.features.update(dict.fromkeys(copies[content_hash], outcome))
                 result.computed += 1
             progress.advance(task, len(hashes))
-    for failure in result.failures:
-        console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
+    _print_failures(result.failures, console)
     return result
+
+
+def _print_failures(failures: list[ImageError], console: Console) -> None:
+    for failure in failures:
+        console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
 
 
 def _change_since_hashed(path: Path, content_hash: str) -> str | None:
