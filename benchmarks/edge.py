@@ -20,7 +20,8 @@ from rich.console import Console
 from benchmarks.timing import batch_of, throughput
 from runtime import Classifier
 from runtime.imaging import load_for_model
-from train.edge import EdgeConfig, variant_path
+from train.edge import EdgeConfig
+from train.model_files import variant_path
 from train.pipeline import TrainConfig, run
 
 BATCH = 32

@@ -29,6 +29,7 @@ from train.atomic import atomic_output, file_sha256, write_atomically
 from train.data import Dataset, LabeledImage
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
+from train.model_files import report_path_for, variant_path
 from train.int8 import quantize_int8
 from train.onnx_metadata import write_metadata
 
@@ -58,11 +59,6 @@ class EdgeConfig:
     def precisions(self) -> list[str]:
         """The variants asked for, in the order they are made."""
         return [name for name, wanted in zip(PRECISIONS, (self.int8, self.fp16)) if wanted]
-
-
-def variant_path(model_path: Path, precision: str) -> Path:
-    """`model.onnx` -> `model.int8.onnx` / `model.fp16.onnx`."""
-    return model_path.with_name(f"{model_path.stem}.{precision}{model_path.suffix}")
 
 
 def calibration_sample(images: Sequence[LabeledImage], count: int, seed: int) -> list[LabeledImage]:
@@ -134,7 +130,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
                 console.print(f"[yellow]warning:[/] {loss}; written because of --force")
                 summary["forced"] = True
             _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary))
-        write_atomically(target.with_name(f"{target.stem}.report.json"), json.dumps({**summary, "test": report}, indent=2).encode())
+        write_atomically(report_path_for(target), json.dumps({**summary, "test": report}, indent=2).encode())
         console.print(
             f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
             f"(fp32 {fp32_report['accuracy']:.4f}) | balanced {report['balanced_accuracy']:.4f} "
