@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from runtime.errors import ModelError, first_line
 from runtime.metadata import INPUT_NAME, LABEL_INDEX_OUTPUT, PROBABILITIES_OUTPUT, ModelMetadata
-from runtime.output import make_folder_for
+from runtime.output import prepare_output
 from runtime.session import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def load_model(path: str | Path, providers: Providers = "auto", settings: Sessio
     settings = settings or SessionSettings()
     chosen = choose_providers(providers)  # a bad choice is the caller's ValueError, not the model's fault
     if settings.optimized_model_path is not None:
-        make_folder_for(Path(settings.optimized_model_path))
+        prepare_output(Path(settings.optimized_model_path))
     try:
         session = ort.InferenceSession(str(path), sess_options=settings.options(), providers=chosen)
     except Exception as error:  # onnxruntime raises its own non-exported exception types

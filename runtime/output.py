@@ -1,10 +1,11 @@
-"""Where results go: the folder of an output file, made ready before any work starts."""
+"""Where results go: the folder of an output file, made ready (and checked) before any work starts."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from runtime.errors import OutputError
+from runtime.errors import OutputError, first_line
 
 
 def make_folder_for(path: Path) -> None:
@@ -13,3 +14,34 @@ def make_folder_for(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError.from_os_error(path, error) from error
+
+
+def prepare_output(path: Path) -> None:
+    """`make_folder_for`, then check that a file can be written as `path`: not a folder of that name, and
+    a file can be created beside it (permissions, read-only disks). Call it before the work that ends in
+    writing `path`, so a bad output path fails in one line at once rather than after the work."""
+    make_folder_for(path)
+    if path.is_dir():
+        raise OutputError(path, "cannot write (a folder of that name is in the way)")
+    _probe(path.parent, path)
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) if missing and check files can be written in it; `OutputError`
+    naming it when it is a file or cannot take files."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(folder, "cannot write (a file of that name is in the way; a folder is needed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError.from_os_error(folder, error) from error
+    _probe(folder, folder)
+
+
+def _probe(folder: Path, named: Path) -> None:
+    """Create and remove one temporary file in `folder`; `OutputError` naming `named` when that fails."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check."):
+            pass
+    except OSError as error:
+        raise OutputError(named, f"cannot write (no file can be created in {folder}: {error.strerror or first_line(error)})") from error

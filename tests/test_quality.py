@@ -176,7 +176,7 @@ def test_fine_tuning_trains_end_to_end_and_reports_both(small_dataset: Path, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "ft.report.json").read_text())
     tuned = report["fine_tune"]
-    assert tuned["layers"] == 5 and [row["epoch"] for row in tuned["curves"]] == [1, 2]
+    assert tuned["layers"] == tuned["trained_layers"] == 5 and [row["epoch"] for row in tuned["curves"]] == [1, 2]
     losses = [row["val_loss"] for row in tuned["curves"]]
     assert tuned["kept_epoch"] == 0 or losses[tuned["kept_epoch"] - 1] == min(losses)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(tuned["curves"][0])
@@ -207,9 +207,11 @@ def test_fine_tuning_keeps_the_head_only_weights_when_no_epoch_lowers_the_valida
     fused = fuse(extractor, build_head(extractor.output_shape[-1], 2))
     train, validation = (pixels[::2], labels[::2]), (pixels[1::2], labels[1::2])
     start = [weights.copy() for weights in fused.get_weights()]
-    # A learning rate of 100 wrecks the model in one step: no epoch can beat the start on validation.
-    wrecked = fine_tune(fused, extractor, train, validation, FineTuneConfig(layers=3, epochs=2, learning_rate=100.0))
+    # A learning rate of 100 wrecks the model in one step: no epoch can beat the start on validation. More
+    # layers than the backbone has train all of them, and the result says how many that was.
+    wrecked = fine_tune(fused, extractor, train, validation, FineTuneConfig(layers=10_000, epochs=2, learning_rate=100.0))
     assert wrecked.kept_epoch == 0 and [row["epoch"] for row in wrecked.curves] == [1, 2]
+    assert wrecked.trained_layers == 52  # MobileNetV2: 52 convolutions, plus no dense layer in the extractor
     for kept, original in zip(fused.get_weights(), start):
         np.testing.assert_array_equal(kept, original)
     # ImageNet weights at a workable rate, judged on the training images themselves: an epoch is kept, and
@@ -219,7 +221,7 @@ def test_fine_tuning_keeps_the_head_only_weights_when_no_epoch_lowers_the_valida
     fused = fuse(extractor, build_head(extractor.output_shape[-1], 2))
     tuned = fine_tune(fused, extractor, (pixels, labels), (pixels, labels), FineTuneConfig(layers=3, epochs=3, learning_rate=1e-4))
     losses = [row["val_loss"] for row in tuned.curves]
-    assert tuned.kept_epoch >= 1 and losses[tuned.kept_epoch - 1] == min(losses)
+    assert tuned.kept_epoch >= 1 and losses[tuned.kept_epoch - 1] == min(losses) and tuned.trained_layers == 3
     assert fused.evaluate(pixels, labels, verbose=0)[0] == pytest.approx(losses[tuned.kept_epoch - 1], rel=1e-5)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported below
@@ -34,22 +36,39 @@ class Precision(str, Enum):
 app = typer.Typer(add_completion=False, help="Train an image classifier by transfer learning and export it to ONNX.")
 
 
+def _numbers(text: str, option: str, example: str) -> list[float]:
+    """The comma-separated finite numbers of `option`'s value, or a usage error naming the option."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(value) for value in values):
+        raise typer.BadParameter(f"{text!r}: give numbers separated by commas, e.g. {example}", param_hint=option)
+    return values
+
+
 def _parse_split(text: str) -> tuple[float, float, float]:
-    parts = [float(part) for part in text.split(",")]
-    if len(parts) != 3:
-        raise typer.BadParameter("give three numbers: train,validation,test (e.g. 70,15,15)")
+    parts = _numbers(text, "--split", "70,15,15")
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or sum(parts) <= 0:
+        raise typer.BadParameter(f"{text!r}: give three non-negative numbers train,validation,test with train above 0, e.g. 70,15,15", param_hint="--split")
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total
 
 
 def _parse_c_values(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError as error:
-        raise typer.BadParameter("give positive numbers separated by commas, e.g. 0.001,0.01,0.1") from error
-    if not values or min(values) <= 0:
-        raise typer.BadParameter("C values must be positive")
+    values = tuple(_numbers(text, "--c-values", "0.001,0.01,0.1"))
+    if min(values) <= 0:
+        raise typer.BadParameter(f"{text!r}: C values must be positive", param_hint="--c-values")
     return values
+
+
+def _check_group_pattern(pattern: str | None) -> str | None:
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise typer.BadParameter(f"{pattern!r} is not a regular expression ({error})", param_hint="--group-pattern") from error
+    return pattern
 
 
 @app.command()
@@ -85,7 +104,7 @@ def train_model(
         help="Inverse L2 strengths C to try for the logistic-regression head; validation picks one.",
     ),
     class_weights: bool = typer.Option(HeadConfig.class_weights, "--class-weights/--no-class-weights", help="Weight classes by inverse frequency."),
-    seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for the split and random weights."),
+    seed: int = typer.Option(TrainConfig.seed, "--seed", min=0, max=2**32 - 1, help="Seed for the split and random weights."),
     augment: int = typer.Option(0, "--augment", min=0, help="Seeded augmented views per training image (crops, flips, turns, brightness/contrast), cached."),
     fine_tune_layers: int = typer.Option(0, "--fine-tune-layers", min=0, help="After the head, train the top K backbone layers end to end (low learning rate)."),
     fine_tune_epochs: int = typer.Option(FineTuneConfig.epochs, "--fine-tune-epochs", min=1, help="Epochs of --fine-tune-layers."),
@@ -109,7 +128,7 @@ def train_model(
         image_size=(image_size, image_size) if image_size else None,
         labels_from=labels_from,
         split=_parse_split(split),
-        group_pattern=group_pattern,
+        group_pattern=_check_group_pattern(group_pattern),
         workspace=workspace,
         views=views,
         seed=seed,

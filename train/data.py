@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -45,6 +46,8 @@ class Dataset:
     root: Path
     labels: list[str]
     images: list[LabeledImage]
+    #: Relative paths of supported images left out for want of a label (see `labelled_images`).
+    unlabelled: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[LabeledImage]:
         """The images of one split ("train", "validation" or "test"), in path order."""
@@ -57,15 +60,18 @@ class Dataset:
     def duplicates_across_classes(self) -> list[list[str]]:
         """Groups of byte-identical files filed under more than one class (relative paths, sorted).
 
-        Only files of equal size are hashed, so a folder without duplicates costs one `stat` per file.
+        Only files of equal size are hashed, so a folder without duplicates costs one `stat` per file. A file
+        that cannot be read (a dangling link, no permission) is left out here; the bottleneck phase reports it.
         """
         by_size: dict[int, list[LabeledImage]] = defaultdict(list)
         for image in self.images:
-            by_size[image.path.stat().st_size].append(image)
+            with contextlib.suppress(OSError):
+                by_size[image.path.stat().st_size].append(image)
         groups: dict[str, list[LabeledImage]] = defaultdict(list)
         for same_size in (group for group in by_size.values() if len({image.label for image in group}) > 1):
             for image in same_size:
-                groups[file_sha256(image.path)].append(image)
+                with contextlib.suppress(OSError):
+                    groups[file_sha256(image.path)].append(image)
         return sorted(
             sorted(image.relative for image in group) for group in groups.values() if len({image.label for image in group}) > 1
         )
@@ -105,25 +111,28 @@ def load_dataset(
     so the split is stratified by class.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data folder not found")
+    check_data_folder(root)
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise DatasetError(f"split fractions {fractions} must be non-negative and sum to 1")
     pattern = re.compile(group_pattern) if group_pattern else None
-    images = [
-        replace(image, split=assign_split(_group_key(image.path.name, image.relative, pattern), seed, fractions))
-        for image in labelled_images(root, labels_from)
-    ]
+    found, unlabelled = labelled_images(root, labels_from)
+    images = [replace(image, split=assign_split(_group_key(image.path.name, image.relative, pattern), seed, fractions)) for image in found]
     labels = sorted({image.label for image in images})
     if not images:
         raise DatasetError(f"{root}: no images found (supported endings: .jpg .jpeg .png .bmp .webp)")
     if len(labels) < 2:
         where = "sub-folders" if labels_from is LabelSource.folder else "file-name prefixes"
         raise DatasetError(f"{root}: found only the class {labels} ; need at least two classes as {where}")
-    dataset = Dataset(root=root, labels=labels, images=images)
+    dataset = Dataset(root=root, labels=labels, images=images, unlabelled=unlabelled)
     _check_class_sizes(dataset, fractions)
     _check_each_class_trains(dataset)
     return dataset
+
+
+def check_data_folder(root: Path) -> None:
+    """`DatasetError` unless `root` is a folder."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {'a file, not a data folder' if root.exists() else 'data folder not found'}")
 
 
 def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
@@ -131,15 +140,26 @@ def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
     return math.ceil(1 / min(fraction for fraction in fractions if fraction > 0) - 1e-9)
 
 
-def labelled_images(root: Path, labels_from: LabelSource = LabelSource.folder) -> list[LabeledImage]:
-    """Every supported image under `root` that has a label, in path order (split not yet assigned: "")."""
-    images = []
+def labelled_images(root: Path, labels_from: LabelSource = LabelSource.folder) -> tuple[list[LabeledImage], list[str]]:
+    """Every supported image under `root` that has a label, in path order (split not yet assigned: ""),
+    and the relative paths of those without one (directly in `root` with folder labels; names that do not
+    start with a letter with file-name labels)."""
+    images, unlabelled = [], []
     for path in find_images(root):
         relative = path.relative_to(root).as_posix()
         label = _label_of(relative, labels_from)
-        if label is not None:
+        if label is None:
+            unlabelled.append(relative)
+        else:
             images.append(LabeledImage(path=path, relative=relative, label=label, split=""))
-    return images
+    return images, unlabelled
+
+
+def unlabelled_note(unlabelled: list[str], labels_from: LabelSource, shown: int = 3) -> str:
+    """One line saying which images were left out for want of a label, and why."""
+    why = "not in a class folder" if labels_from is LabelSource.folder else "the name does not start with a class prefix of letters"
+    names = ", ".join(unlabelled[:shown]) + (f" and {len(unlabelled) - shown} more" if len(unlabelled) > shown else "")
+    return f"{len(unlabelled)} image(s) left out, no label ({why}): {names}"
 
 
 def _label_of(relative: str, labels_from: LabelSource) -> str | None:

@@ -17,12 +17,13 @@ import typer
 from rich.console import Console
 
 from runtime.classifier import Classifier
-from runtime.output import make_folder_for
+from runtime.output import prepare_output
 from train.atomic import write_atomically
 from train.cli_common import exit_on_error
-from train.data import DatasetError, LabelSource, labelled_images
+from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note
 from train.evaluate import evaluate, print_report
 from train.html_report import write_html_report
+from train.model_files import sibling
 
 app = typer.Typer(add_completion=False, help="Evaluate an exported model on a labelled folder (runtime only).")
 
@@ -39,8 +40,8 @@ def evaluate_model(
     console = Console(soft_wrap=True, highlight=False)
     with exit_on_error():
         classifier = Classifier(model)
-        stem = report or model.with_name(f"{model.stem}.eval-{data_dir.resolve().name}")
-        make_folder_for(Path(f"{stem}.report.json"))  # before the images run: a bad --report fails at once
+        stem = report or sibling(model, f".eval-{data_dir.resolve().name}")
+        prepare_output(Path(f"{stem}.report.json"))  # before the images run: a bad --report fails at once
         evaluation = run_evaluation(classifier, data_dir, labels_from, batch_size, console)
         write_atomically(Path(f"{stem}.report.json"), json.dumps({"model": str(model), "data": str(data_dir), **evaluation}, indent=2).encode("utf-8"))
         threshold = classifier.metadata.decision_threshold
@@ -53,9 +54,10 @@ def evaluate_model(
 
 def run_evaluation(classifier: Classifier, data_dir: Path, labels_from: LabelSource, batch_size: int, console: Console) -> dict[str, object]:
     """The metrics of `classifier` on every labelled image of `data_dir`; unreadable images are listed and skipped."""
-    if not data_dir.is_dir():
-        raise DatasetError(f"{data_dir}: data folder not found")
-    images = labelled_images(data_dir, labels_from)
+    check_data_folder(data_dir)
+    images, unlabelled = labelled_images(data_dir, labels_from)
+    if unlabelled:
+        console.print(f"[yellow]note[/yellow] {unlabelled_note(unlabelled, labels_from)}")
     unknown = sorted({image.label for image in images} - set(classifier.labels))
     if unknown:
         raise DatasetError(f"{data_dir}: class(es) {', '.join(unknown)} are not among the model's labels {classifier.labels}")

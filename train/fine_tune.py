@@ -42,6 +42,8 @@ class FineTuneResult:
 
     curves: list[dict[str, float]]
     kept_epoch: int
+    #: Backbone layers actually trained: `FineTuneConfig.layers`, or all that can train if there are fewer.
+    trained_layers: int
 
 
 def fine_tune(
@@ -61,7 +63,8 @@ def fine_tune(
     trainable = [layer for layer in _leaf_layers(extractor) if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
     for layer in _leaf_layers(extractor):
         layer.trainable = False
-    for layer in trainable[-config.layers :] if config.layers else []:
+    unfrozen = trainable[-config.layers :] if config.layers else []
+    for layer in unfrozen:
         layer.trainable = True
     keras.utils.set_random_seed(seed)
     pixels, labels = train
@@ -74,7 +77,7 @@ def fine_tune(
         fused.fit, pixels, labels, batch_size=config.batch_size, epochs=config.epochs, class_weight=weights, shuffle=True, verbose=0
     )
     if not len(validation[0]):
-        return FineTuneResult(_curves(fit().history, config.epochs), config.epochs)
+        return FineTuneResult(_curves(fit().history, config.epochs), config.epochs, len(unfrozen))
     start = fused.get_weights()
     start_loss = float(fused.evaluate(*validation, batch_size=config.batch_size, verbose=0)[0])
     with tempfile.TemporaryDirectory(prefix="retrain-fine-tune-") as scratch:
@@ -89,7 +92,7 @@ def fine_tune(
         else:
             fused.set_weights(start)
     losses = np.nan_to_num([start_loss, *history["val_loss"]], nan=np.inf)  # a NaN loss is never kept (nor saved by the callback)
-    return FineTuneResult(_curves(history, config.epochs), int(np.argmin(losses)))
+    return FineTuneResult(_curves(history, config.epochs), int(np.argmin(losses)), len(unfrozen))
 
 
 def _curves(history: dict[str, list[float]], epochs: int) -> list[dict[str, float]]:

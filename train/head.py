@@ -66,7 +66,7 @@ def predict_views(head: keras.Model, features: np.ndarray) -> np.ndarray:
     """Class probabilities of (images, views, feature_dim) features, averaged over the views."""
     images, views, dim = features.shape
     per_view = np.asarray(head(features.reshape(images * views, dim), training=False))
-    return per_view.reshape(images, views, -1).mean(axis=1)
+    return per_view.reshape(images, views, per_view.shape[-1]).mean(axis=1)  # also for no images
 
 
 def train_head(

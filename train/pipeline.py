@@ -16,14 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from runtime import Classifier, __version__
+from runtime.errors import ImageError
 from runtime.imaging import RESIZE_METHOD, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
-from runtime.output import make_folder_for
+from runtime.output import prepare_folder, prepare_output
 from train.atomic import write_atomically
 from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
-from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset
+from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset, unlabelled_note
 from train.edge import EdgeConfig, make_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
@@ -32,6 +33,7 @@ from train.augment import augmented_views
 from train.extractor import EXTRACTOR_FILE, onnx_extractor
 from train.fine_tune import FineTuneConfig, FineTuneResult, fine_tune
 from train.html_report import write_html_report
+from train.model_files import model_stem, report_path_for
 from train.threshold import choose_threshold
 from train.head import HeadConfig, predict_views, train_head
 from train.views import symmetry_views
@@ -82,19 +84,18 @@ class TrainResult:
     report: dict[str, object]
 
 
-def report_path_for(model_path: Path) -> Path:
-    """`model.onnx` -> `model.report.json`."""
-    return model_path.with_name(f"{model_path.stem}.report.json")
-
-
 def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train, evaluate and export as `config` says; print progress to `console`."""
     console = console or Console(soft_wrap=True, highlight=False)
     started = time.perf_counter()
     seed = config.seed
-    make_folder_for(config.export)  # a bad --export fails now, not after the training
+    prepare_output(config.export)  # a bad --export or --workspace fails now, not after the training
+    prepare_folder(config.workspace)
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
     _print_counts(dataset, console)
+    if dataset.unlabelled:
+        console.print(f"[yellow]note[/yellow] {unlabelled_note(dataset.unlabelled, config.labels_from)}")
+    _check_before_work(dataset, config)
     duplicates = dataset.duplicates_across_classes()
     for group in duplicates:
         console.print(f"[yellow]warning[/yellow] the same image is filed under several classes: {' = '.join(group)}")
@@ -124,15 +125,14 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         )
         train_x, train_y, train_images = _with_augmented(train_x, train_y, train_images, augmented.features)
         skipped += augmented.failures
-    if len(set(train_y.tolist())) < 2:
-        raise DatasetError(f"{dataset.root}: fewer than two classes have readable training images")
+    _check_each_class_has_readable_training_images(dataset, train_y, skipped)
     val_x, val_y, val_images = splits["validation"]
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
     console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
 
     test_x, test_y, test_images = splits["test"]
     if not test_images:
-        raise DatasetError(f"{dataset.root}: the test split is empty; add images or change --split")
+        raise DatasetError(f"{dataset.root}: none of the {len(dataset.split('test'))} test images could be read (see the skipped images above)")
     test_files = [image.relative for image in test_images]
     fused = fuse(extractor, head.model, views)
     val_probabilities, test_probabilities = predict_views(head.model, val_x), predict_views(head.model, test_x)
@@ -144,7 +144,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(head_only)}
         labelled = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
         tuned, val_probabilities, test_probabilities = _fine_tune(fused, extractor, labelled, backbone.input_size, config, console)
-        fine_tuning |= {"curves": tuned.curves, "kept_epoch": tuned.kept_epoch}
+        fine_tuning |= {"curves": tuned.curves, "kept_epoch": tuned.kept_epoch, "trained_layers": tuned.trained_layers}
     threshold = _threshold(dataset, val_probabilities, val_y, config, console)
     test_report = evaluate(test_probabilities, test_y, dataset.labels, test_files, threshold)  # what the exported model computes
     print_report(test_report, console)
@@ -178,7 +178,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     report_path = report_path_for(exported.path)
     write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     page, *_ = write_html_report(
-        test_report, exported.path.with_suffix(""), dataset.root, f"{exported.path.name}: {backbone.spec.name} on {dataset.root}",
+        test_report, model_stem(exported.path), dataset.root, f"{exported.path.name}: {backbone.spec.name} on {dataset.root}",
         curves=fine_tuning["curves"] if fine_tuning else head.candidates, curve_axis="epoch" if fine_tuning else "C",
         positive=threshold.positive if threshold else None,
         comparison={"head only": fine_tuning["head_only"], _fine_tuned_name(fine_tuning["kept_epoch"]): fine_tuning["fine_tuned"]}
@@ -261,6 +261,8 @@ def _fine_tune(
     pixels = {name: _pixels(images, input_size) for name, (images, _) in splits.items()}
     labels = {name: labels for name, (_, labels) in splits.items()}
     tuned = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
+    if tuned.trained_layers < config.fine_tune.layers:
+        console.print(f"[yellow]warning[/yellow] the backbone has only {tuned.trained_layers} layers that train (batch normalisation excepted); all of them were trained")
     for epoch in tuned.curves:
         console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
     if not len(pixels["validation"]):
@@ -292,12 +294,8 @@ def _threshold(
 ) -> DecisionThreshold | None:
     """The two-class operating threshold chosen on the validation split (None for more classes)."""
     if len(dataset.labels) != 2:
-        if config.target_recall is not None or config.positive is not None:
-            raise DatasetError(f"{dataset.root}: --positive and --target-recall need exactly two classes, found {len(dataset.labels)}")
         return None
     positive = config.positive or dataset.labels[1]
-    if positive not in dataset.labels:
-        raise DatasetError(f"{dataset.root}: --positive {positive!r} is not one of the classes {dataset.labels}")
     column = dataset.labels.index(positive)
     try:
         threshold = choose_threshold(probabilities[:, column], labels == column, positive, config.target_recall)
@@ -311,6 +309,28 @@ def _threshold(
         f"validation recall {threshold.validation['recall']:.3f}, specificity {threshold.validation['specificity']:.3f})"
     )
     return threshold
+
+
+def _check_before_work(dataset: Dataset, config: TrainConfig) -> None:
+    """Refuse, before any feature is computed, options the data set cannot satisfy."""
+    if len(dataset.labels) != 2 and (config.target_recall is not None or config.positive is not None):
+        raise DatasetError(f"{dataset.root}: --positive and --target-recall need exactly two classes, found {len(dataset.labels)}")
+    if config.positive is not None and config.positive not in dataset.labels:
+        raise DatasetError(f"{dataset.root}: --positive {config.positive!r} is not one of the classes {dataset.labels}")
+    if not dataset.split("test"):
+        cause = "--split or --group-pattern (each group of files goes to one split)" if config.group_pattern else "--split"
+        raise DatasetError(f"{dataset.root}: the test split is empty; add images or change {cause}")
+
+
+def _check_each_class_has_readable_training_images(dataset: Dataset, train_labels: np.ndarray, skipped: list[ImageError]) -> None:
+    """A class none of whose training images could be read would be a label the model never learned."""
+    readable = set(train_labels.tolist())
+    unlearned = [label for index, label in enumerate(dataset.labels) if index not in readable]
+    if unlearned:
+        raise DatasetError(
+            f"{dataset.root}: class(es) {', '.join(unlearned)} have no readable training image "
+            f"({len(skipped)} image(s) skipped, listed above); fix or remove them, or move the folder out of the data set"
+        )
 
 
 def _print_counts(dataset: Dataset, console: Console) -> None:

@@ -1,0 +1,122 @@
+"""train-model on bad options and odd data folders: refused in one line before any feature is computed, or
+trained with every left-out file named; never a traceback, never a model with a class it never learned."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from train.cli import app  # noqa: E402
+from train.data import load_dataset  # noqa: E402
+from train.model_files import model_stem, report_path_for, sibling, variant_path  # noqa: E402
+
+SMALL_MODEL = ["--weights", "none", "--image-size", "64"]
+
+
+def train_in_process(data: Path, workspace: Path, model: Path, *extra: str):
+    return CliRunner().invoke(app, [str(data), "--export", str(model), "--workspace", str(workspace), *SMALL_MODEL, *extra])
+
+
+def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "train", str(data), "--export", str(model), "--workspace", str(workspace), *SMALL_MODEL, *extra]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--split", "a,b,c"], "'a,b,c': give numbers separated by commas"),
+        (["--split", "0,0,0"], "give three non-negative numbers"),
+        (["--split", "-10,60,50"], "give three non-negative numbers"),
+        (["--group-pattern", "("], "'(' is not a regular expression"),
+        (["--c-values", "nan"], "'nan': give numbers separated by commas"),
+        (["--seed", "-1"], "--seed"),
+        (["--positive", "XX"], "--positive 'XX' is not one of the classes ['CD', 'UD']"),
+        (["--split", "85,15,0"], "the test split is empty; add images or change --split"),
+        (["--group-pattern", r"^(\d+)-"], "the test split is empty; add images or change --split or --group-pattern"),
+    ],
+)
+def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", *extra)
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.stderr.split())  # typer wraps usage errors in a box
+    assert not list(tmp_path.rglob("*.features")) and not (tmp_path / "m.onnx").exists()
+
+
+def test_unusable_workspace_export_and_data_paths_are_named_in_one_line(small_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "a file").write_text("x")
+    (tmp_path / "folder.onnx").mkdir()
+    cases = {
+        (small_dataset, tmp_path / "a file", tmp_path / "m.onnx"): f"{tmp_path / 'a file'}: cannot write (a file of that name is in the way",
+        (small_dataset, tmp_path / "cache", tmp_path / "folder.onnx"): f"{tmp_path / 'folder.onnx'}: cannot write (a folder of that name is in the way)",
+        (tmp_path / "a file", tmp_path / "cache", tmp_path / "m.onnx"): f"{tmp_path / 'a file'}: a file, not a data folder",
+    }
+    for (data, workspace, model), message in cases.items():
+        done = train_in_process(data, workspace, model)
+        assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr
+    assert not list(tmp_path.rglob("*.features"))
+
+
+def test_three_classes_refuse_target_recall_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path) -> None:
+    shutil.copytree(small_dataset / "CD", small_dataset / "X")
+    done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--target-recall", "0.9")
+    assert done.exit_code == 2 and "--positive and --target-recall need exactly two classes, found 3" in done.stderr
+    assert not list(tmp_path.rglob("*.features"))
+
+
+def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Path, tmp_path: Path) -> None:
+    # Every validation image unreadable, a class folder that is a symlink, a dangling link, a named pipe
+    # with an image ending, and an image with no class folder.
+    validation = load_dataset(small_dataset, fractions=(0.5, 0.25, 0.25)).split("validation")
+    for image in validation:
+        image.path.write_bytes(b"not an image")
+    shutil.move(small_dataset / "UD", tmp_path / "UD kept elsewhere")
+    (small_dataset / "UD").symlink_to(tmp_path / "UD kept elsewhere")
+    (small_dataset / "CD" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    os.mkfifo(small_dataset / "CD" / "pipe.jpg")
+    shutil.copy(next((tmp_path / "UD kept elsewhere").glob("*.jpg")), small_dataset / "loose.jpg")
+
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = " ".join(done.stdout.split())
+    assert "1 image(s) left out, no label (not in a class folder): loose.jpg" in out
+    assert "no decision threshold" in out and "CD/dangling.jpg" in out and "pipe.jpg" not in out
+    report = json.loads((tmp_path / "m.v2.report.json").read_text())  # named after the whole file name
+    assert json.loads(report["metadata"]["labels"]) == ["CD", "UD"] and report["head"]["c"] == 0.01
+    assert len(report["skipped_images"]) == len(validation) + 1  # the validation images and the dangling link, nothing else
+    assert report["split_counts"]["train"]["UD"] > 0 and (tmp_path / "m.v2.report.html").exists()
+
+    again = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"nothing computed; {len(validation)} unreadable in an earlier run, skipped" in " ".join(again.stdout.split())
+
+
+def test_a_class_without_one_readable_image_is_refused_not_exported(small_dataset: Path, tmp_path: Path) -> None:
+    (small_dataset / "__MACOSX" / "CD").mkdir(parents=True)
+    for index in range(20):
+        (small_dataset / "__MACOSX" / "CD" / f"._{index}.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--views", "1")
+    assert done.returncode == 2 and not (tmp_path / "m.onnx").exists()
+    assert done.stderr.strip().splitlines()[-1:] == [  # TensorFlow's own start-up lines come before it
+        f"error: {small_dataset}: class(es) __MACOSX have no readable training image (20 image(s) skipped, listed above); "
+        "fix or remove them, or move the folder out of the data set"
+    ]
+
+
+def test_files_beside_a_model_are_named_after_it_without_onnx() -> None:
+    assert model_stem(Path("out/model.onnx")) == Path("out/model") and model_stem(Path("out/model.v2")) == Path("out/model.v2")
+    assert report_path_for(Path("out/model.ONNX")) == Path("out/model.report.json")
+    assert report_path_for(Path("out/model.v2")) == Path("out/model.v2.report.json")
+    assert variant_path(Path("out/model.onnx"), "int8") == Path("out/model.int8.onnx")
+    assert variant_path(Path("out/model.v2"), "fp16") == Path("out/model.v2.fp16.onnx")
+    assert sibling(Path("m.int8.onnx"), ".report.json") == Path("m.int8.report.json")
