@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -83,6 +86,23 @@ def test_cache_checksum_catches_a_flipped_bit(tmp_path: Path) -> None:
     assert not cache.path_for(key).exists()
     cache.put(key, np.ones(1280, dtype=np.float32))
     np.testing.assert_array_equal(cache.get(key), np.ones(1280, dtype=np.float32))
+
+
+def test_unreadable_notes_and_left_over_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backbone = get_backbone("mobilenet_v2", "none", (32, 32))
+    cache = BottleneckCache(tmp_path, backbone)
+    key = "ef" * 32
+    assert cache.unreadable(key) is None
+    cache.note_unreadable(key, "not an image file (unknown format)")
+    assert cache.unreadable(key) == "not an image file (unknown format)"
+    monkeypatch.setattr(PIL, "__version__", "0.0-other")  # a Pillow upgrade may read the file: try again
+    assert cache.unreadable(key) is None
+    old, fresh = cache.directory / "ef" / f".{key}.features.x.tmp", cache.directory / "ef" / f".{key}.y.features.z.tmp"
+    old.write_bytes(b"")
+    fresh.write_bytes(b"")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    BottleneckCache(tmp_path, backbone)  # a killed run left `old` behind; `fresh` may be another run's write in progress
+    assert not old.exists() and fresh.exists()
 
 
 def test_a_damaged_extractor_file_is_converted_again(tmp_path: Path) -> None:
