@@ -94,7 +94,8 @@ def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Pa
     report = json.loads((tmp_path / "m.v2.report.json").read_text())  # named after the whole file name
     assert json.loads(report["metadata"]["labels"]) == ["CD", "UD"] and report["head"]["c"] == 0.01
     assert len(report["skipped_images"]) == len(validation) + 1  # the validation images and the dangling link, nothing else
-    assert report["split_counts"]["train"]["UD"] > 0 and (tmp_path / "m.v2.report.html").exists()
+    assert report["split_counts"]["validation"] and report["images_used"]["validation"] == {}  # files found vs images read
+    assert report["images_used"]["train"]["UD"] > 0 and (tmp_path / "m.v2.report.html").exists()
 
     again = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
     assert again.returncode == 0, again.stderr[-3000:]

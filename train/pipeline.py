@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,7 +165,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "model": str(exported.path),
         "metadata": metadata.to_props(),
         "config": _config_dict(config),
-        "split_counts": dataset.counts(),
+        "split_counts": dataset.counts(),  # files found, readable or not
+        "images_used": {name: dict(Counter(image.label for image in images)) for name, images in (("train", train_images), ("validation", val_images), ("test", test_images))},
         "skipped_images": [str(failure) for failure in skipped],
         "duplicates_across_classes": duplicates,
         "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
