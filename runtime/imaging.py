@@ -206,24 +206,44 @@ def _finite(samples: np.ndarray, name: str) -> np.ndarray:
 def find_images(folder: str | Path) -> list[Path]:
     """Every supported image below `folder`, sorted.
 
-    Symlinked folders are followed (a class folder may live elsewhere), each real folder once, so a link
-    back up the tree cannot loop. Named pipes and devices with an image ending are left out (reading them
+    Symlinked folders are followed (a class folder may live elsewhere), except one that leads back to a
+    folder above it, so a link loop cannot hang the scan; a folder reached by two paths is listed under
+    both, as copies would be. Named pipes and devices with an image ending are left out (reading them
     would block); a dangling symlink is kept, so decoding reports it like any unreadable file.
     """
-    found, seen = [], set()
-    for directory, subdirectories, files in os.walk(folder, followlinks=True):
-        identity = _folder_identity(directory)
-        if identity in seen:
-            subdirectories.clear()
-            continue
-        seen.add(identity)
-        subdirectories.sort()
-        found.extend(path for path in (Path(directory, name) for name in files) if is_image_file(path) and _may_be_file(path))
+    found: list[Path] = []
+
+    def scan(directory: Path, above: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            return  # unreadable folder: skipped, as os.walk does
+        for entry in entries:
+            path = Path(entry.path)
+            if _is_folder(entry):
+                identity = _folder_identity(path)
+                if identity is not None and identity not in above:
+                    scan(path, above | {identity})
+            elif is_image_file(path) and _may_be_file(path):
+                found.append(path)
+
+    root = Path(folder)
+    scan(root, frozenset({_folder_identity(root)}))
     return sorted(found)
 
 
-def _folder_identity(directory: str) -> tuple[int, int]:
-    status = os.stat(directory)
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks
+    except OSError:
+        return False
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
     return status.st_dev, status.st_ino
 
 

@@ -156,6 +156,10 @@ def test_find_images_follows_symlinked_folders_keeps_dangling_links_and_skips_pi
     os.symlink(tmp_path / "missing.jpg", data / "CD" / "dangling.jpg")
     os.mkfifo(data / "CD" / "pipe.jpg")
     assert [path.relative_to(data).as_posix() for path in find_images(data)] == ["CD/dangling.jpg", "X/e.jpg"]
+    # A link from one class into another lists the images under both (as copies would be; training warns
+    # about images filed under two classes) rather than moving them to whichever path came first.
+    os.symlink("../X", data / "CD" / "more")
+    assert [path.relative_to(data).as_posix() for path in find_images(data)] == ["CD/dangling.jpg", "CD/more/e.jpg", "X/e.jpg"]
 
 
 def test_array_inputs_of_other_shapes() -> None:

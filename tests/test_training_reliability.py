@@ -4,6 +4,7 @@ under its old bytes."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -157,6 +158,32 @@ def test_a_file_rewritten_while_its_features_are_computed_is_skipped_not_cached_
     assert rewritten not in first.features and cache.get(old_hash) is None
     again = compute_bottlenecks([*paths[:3], copy], spec, cache, extractor.predict_on_batch, batch_size=8)
     assert not again.failures and (again.computed, again.reused) == (2, 2)  # the new photo and the copy (old bytes, never cached)
+
+
+def test_a_corrupt_file_is_noted_for_the_next_run_but_a_passing_read_error_is_not(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.imaging as imaging
+
+    backbone = get_backbone("mobilenet_v2", "none", (32, 32), seed=0)
+    extractor = backbone.build_extractor()
+    cache = BottleneckCache(tmp_path, backbone)
+    flaky, healthy = sorted(small_dataset.glob("CD/*.jpg"))[:2]
+    corrupt = small_dataset / "CD" / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    read, failed = imaging._read, []
+
+    def disk_fails_once(source: object, name: str) -> bytes:  # the disk, not our code: one EIO on one file
+        if str(source) == str(flaky) and not failed:
+            failed.append(source)
+            raise OSError(errno.EIO, "Input/output error")
+        return read(source, name)
+
+    monkeypatch.setattr(imaging, "_read", disk_fails_once)
+    spec = WorkerSpec(None, (32, 32), (View(),))
+    first = compute_bottlenecks([flaky, healthy, corrupt], spec, cache, extractor.predict_on_batch)
+    assert {failure.source for failure in first.failures} == {str(flaky), str(corrupt)} and first.computed == 1
+    again = compute_bottlenecks([flaky, healthy, corrupt], spec, cache, extractor.predict_on_batch)
+    assert (again.computed, again.reused, again.known_unreadable) == (1, 1, 1)  # the flaky file is tried again
+    assert [str(failure) for failure in again.failures] == [str(first.failures[-1])]  # the corrupt one, same message
 
 
 def test_an_image_rewritten_during_the_augmented_pass_is_left_out_of_training_not_misaligned(small_dataset: Path, tmp_path: Path) -> None:

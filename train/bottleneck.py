@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from runtime.errors import ImageError
+from runtime.imaging import try_load_for_model
 from train.atomic import file_sha256
 from train.cache import BottleneckCache
 from train.engines import EngineConfig, WorkerSpec, feature_batches
@@ -97,7 +99,7 @@ def compute_bottlenecks(
             for content_hash, outcome in zip(hashes, outcomes):
                 if isinstance(outcome, ImageError):
                     result.failures.extend(ImageError(path, outcome.problem) for path in copies[content_hash])
-                    if _change_since_hashed(copies[content_hash][0], content_hash) is None:  # the bytes, not a passing fault
+                    if _hashed_bytes_do_not_load(copies[content_hash][0], content_hash, spec.input_size):
                         cache.note_unreadable(content_hash, outcome.problem)
                     continue
                 change = _change_since_hashed(copies[content_hash][0], content_hash)
@@ -116,6 +118,17 @@ def compute_bottlenecks(
 def _print_failures(failures: list[ImageError], console: Console) -> None:
     for failure in failures:
         console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
+
+
+def _hashed_bytes_do_not_load(path: Path, content_hash: str, size: tuple[int, int]) -> bool:
+    """True when the file still holds the bytes that were hashed and those bytes, read again here, do not
+    load: a fault of the content. A passing read error (EIO, too many open files, a worker that could not
+    reach the file) is not a fault of the bytes, so it is not noted and the next run tries again."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == content_hash and isinstance(try_load_for_model(data, size), ImageError)
 
 
 def _change_since_hashed(path: Path, content_hash: str) -> str | None:
