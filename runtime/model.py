@@ -60,8 +60,8 @@ class LoadedModel:
 def load_model(path: str | Path, providers: Providers = "auto", settings: SessionSettings | None = None) -> LoadedModel:
     """Open `path` as an exported classifier; raise `ModelError` with a one-line reason otherwise.
 
-    An unknown `providers` choice raises `ValueError`; a folder for `settings.optimized_model_path` that
-    cannot be made raises `OutputError`.
+    An unknown `providers` choice raises `ValueError`; a `settings.optimized_model_path` that cannot be
+    written (its folder cannot be made or takes no files, or a folder has its name) raises `OutputError`.
     """
     path = Path(path)
     if not path.is_file():

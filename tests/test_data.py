@@ -65,6 +65,13 @@ def test_errors_name_the_problem(tmp_path: Path, small_dataset: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images found"):
         load_dataset(tmp_path / "empty")
+    for path in sorted((small_dataset / "CD").glob("*.jpg"))[:4]:
+        shutil.copy(path, tmp_path / "empty" / path.name)  # a flat folder: images, but no class folders
+    with pytest.raises(DatasetError, match=r"no labelled images; 4 image\(s\) left out, no label \(not in a class folder\): 7001-.*and 1 more$"):
+        load_dataset(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="a file, not a data folder"):
+        load_dataset(tmp_path / "empty" / path.name)
+    shutil.rmtree(tmp_path / "empty")  # `small_dataset` lives in `tmp_path` too
     shutil.rmtree(small_dataset / "UD")
     with pytest.raises(DatasetError, match="only the class"):
         load_dataset(small_dataset)

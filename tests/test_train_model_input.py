@@ -38,6 +38,8 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
         (["--split", "a,b,c"], "'a,b,c': give numbers separated by commas"),
         (["--split", "0,0,0"], "give three non-negative numbers"),
         (["--split", "-10,60,50"], "give three non-negative numbers"),
+        (["--split", "1e-320,1,1"], "a split that is not empty needs at least 0.1% of the images"),
+        (["--split", "85,0,15", "--target-recall", "0.9"], "--target-recall is met on the validation split, which is empty"),
         (["--group-pattern", "("], "'(' is not a regular expression"),
         (["--c-values", "nan"], "'nan': give numbers separated by commas"),
         (["--seed", "-1"], "--seed"),
@@ -49,7 +51,7 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
 def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", *extra)
     assert done.exit_code == 2, done.output
-    assert message in " ".join(done.stderr.split())  # typer wraps usage errors in a box
+    assert message in " ".join(done.stderr.replace("│", " ").split())  # typer wraps usage errors in a box
     assert not list(tmp_path.rglob("*.features")) and not (tmp_path / "m.onnx").exists()
 
 
@@ -64,6 +66,9 @@ def test_unusable_workspace_export_and_data_paths_are_named_in_one_line(small_da
     for (data, workspace, model), message in cases.items():
         done = train_in_process(data, workspace, model)
         assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr
+    (tmp_path / "m.int8.onnx").mkdir()  # where --quantize int8 would write, known before any training
+    done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--quantize", "int8")
+    assert done.exit_code == 2 and done.stderr == f"error: {tmp_path / 'm.int8.onnx'}: cannot write (a folder of that name is in the way)\n"
     assert not list(tmp_path.rglob("*.features"))
 
 
@@ -74,23 +79,25 @@ def test_three_classes_refuse_target_recall_before_any_feature_is_computed(small
     assert not list(tmp_path.rglob("*.features"))
 
 
-def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Path, tmp_path: Path) -> None:
+def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Every validation image unreadable, a class folder that is a symlink, a dangling link, a named pipe
     # with an image ending, and an image with no class folder.
     validation = load_dataset(small_dataset, fractions=(0.5, 0.25, 0.25)).split("validation")
     for image in validation:
         image.path.write_bytes(b"not an image")
-    shutil.move(small_dataset / "UD", tmp_path / "UD kept elsewhere")
-    (small_dataset / "UD").symlink_to(tmp_path / "UD kept elsewhere")
-    (small_dataset / "CD" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    elsewhere = tmp_path_factory.mktemp("other disk") / "UD"  # outside the data folder (`tmp_path` holds it)
+    shutil.move(small_dataset / "UD", elsewhere)
+    (small_dataset / "UD").symlink_to(elsewhere)
+    (small_dataset / "CD" / "dangling.jpg").symlink_to(elsewhere / "gone.jpg")
     os.mkfifo(small_dataset / "CD" / "pipe.jpg")
-    shutil.copy(next((tmp_path / "UD kept elsewhere").glob("*.jpg")), small_dataset / "loose.jpg")
+    shutil.copy(next(elsewhere.glob("*.jpg")), small_dataset / "loose.jpg")
 
     done = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     out = " ".join(done.stdout.split())
     assert "1 image(s) left out, no label (not in a class folder): loose.jpg" in out
     assert "no decision threshold" in out and "CD/dangling.jpg" in out and "pipe.jpg" not in out
+    assert "C = 0.01 (no validation images: the default; choosing among --c-values needs validation images)" in out
     report = json.loads((tmp_path / "m.v2.report.json").read_text())  # named after the whole file name
     assert json.loads(report["metadata"]["labels"]) == ["CD", "UD"] and report["head"]["c"] == 0.01
     assert len(report["skipped_images"]) == len(validation) + 1  # the validation images and the dangling link, nothing else
@@ -109,7 +116,7 @@ def test_a_class_without_one_readable_image_is_refused_not_exported(small_datase
     done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--views", "1")
     assert done.returncode == 2 and not (tmp_path / "m.onnx").exists()
     assert done.stderr.strip().splitlines()[-1:] == [  # TensorFlow's own start-up lines come before it
-        f"error: {small_dataset}: class(es) __MACOSX have no readable training image (20 image(s) skipped, listed above); "
+        f"error: {small_dataset}: class(es) __MACOSX have no readable training image (20 of their images skipped, listed above); "
         "fix or remove them, or move the folder out of the data set"
     ]
 

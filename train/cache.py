@@ -48,7 +48,7 @@ class BottleneckCache:
         """Delete temporary files that a killed run left behind (`train.atomic` names them `.<entry>.*.tmp`).
         Only old ones: a run sharing the cache right now may be writing a fresh one."""
         cutoff = time.time() - STALE_TEMPORARY_SECONDS
-        for temporary in self.directory.glob("*/.*.tmp"):
+        for temporary in [*self.directory.glob(".*.tmp"), *self.directory.glob("*/.*.tmp")]:
             with contextlib.suppress(OSError):
                 if temporary.stat().st_mtime < cutoff:
                     temporary.unlink()

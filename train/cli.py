@@ -33,6 +33,9 @@ class Precision(str, Enum):
 
     int8 = "int8"
 
+#: Smallest share of the images a non-empty split may have (a class would need 1 / share images).
+MIN_SPLIT_SHARE = 0.001
+
 app = typer.Typer(add_completion=False, help="Train an image classifier by transfer learning and export it to ONNX.")
 
 
@@ -52,7 +55,10 @@ def _parse_split(text: str) -> tuple[float, float, float]:
     if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or sum(parts) <= 0:
         raise typer.BadParameter(f"{text!r}: give three non-negative numbers train,validation,test with train above 0, e.g. 70,15,15", param_hint="--split")
     total = sum(parts)
-    return parts[0] / total, parts[1] / total, parts[2] / total
+    shares = (parts[0] / total, parts[1] / total, parts[2] / total)
+    if any(0 < share < MIN_SPLIT_SHARE for share in shares):
+        raise typer.BadParameter(f"{text!r}: a split that is not empty needs at least {MIN_SPLIT_SHARE:.1%} of the images", param_hint="--split")
+    return shares
 
 
 def _parse_c_values(text: str) -> tuple[float, ...]:

@@ -118,6 +118,8 @@ def load_dataset(
     found, unlabelled = labelled_images(root, labels_from)
     images = [replace(image, split=assign_split(_group_key(image.path.name, image.relative, pattern), seed, fractions)) for image in found]
     labels = sorted({image.label for image in images})
+    if not images and unlabelled:
+        raise DatasetError(f"{root}: no labelled images; {unlabelled_note(unlabelled, labels_from)}")
     if not images:
         raise DatasetError(f"{root}: no images found (supported endings: .jpg .jpeg .png .bmp .webp)")
     if len(labels) < 2:

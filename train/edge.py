@@ -25,6 +25,7 @@ from runtime import Classifier
 from runtime.errors import ImageError, RetrainOnnxError
 from runtime.imaging import try_load_for_model
 from runtime.metadata import ModelMetadata
+from runtime.output import prepare_output
 from train.atomic import atomic_output, file_sha256, write_atomically
 from train.data import Dataset, LabeledImage
 from train.evaluate import evaluate
@@ -74,6 +75,14 @@ def calibration_sample(images: Sequence[LabeledImage], count: int, seed: int) ->
     return sample
 
 
+def prepare_variant_outputs(model_path: Path, precisions: Sequence[str]) -> None:
+    """Check (see `runtime.output.prepare_output`) that each variant of `model_path` and its report can be
+    written, so a path in the way fails in one line before any calibration."""
+    for precision in precisions:
+        for path in (variant_path(model_path, precision), report_path_for(variant_path(model_path, precision))):
+            prepare_output(path)
+
+
 def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, console: Console) -> list[dict[str, object]]:
     """Make, check and write each variant `config` asks for; return one summary per written variant.
 
@@ -88,6 +97,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     test = dataset.split("test")
     if not test:
         raise RetrainOnnxError(f"{dataset.root}: the test split is empty; cannot check edge variants")
+    prepare_variant_outputs(model_path, config.precisions)
     files, fp32_probabilities = _classify(reference, [image.path for image in test])
     by_path = {str(image.path): image for image in test}
     truth = np.array([dataset.labels.index(by_path[file].label) for file in files])

@@ -87,7 +87,7 @@ def train_head(
     rows = ((features.reshape(-1, dim) - mean) / std).astype(np.float32)
     row_labels = np.repeat(labels, views)
     has_validation = validation is not None and len(validation[0]) > 0
-    c_values = sorted(config.c_values) if has_validation else [DEFAULT_C]
+    c_values = sorted(config.c_values) if has_validation else [_c_without_validation(config.c_values)]
     solver = LogisticRegression(
         C=c_values[0], class_weight="balanced" if config.class_weights else None, max_iter=config.max_iterations,
         warm_start=True,
@@ -113,6 +113,19 @@ def train_head(
         if best is None or monitored < best[0]:
             best = (monitored, c, head)
     return HeadResult(model=best[2], c=best[1], candidates=candidates)
+
+
+def _c_without_validation(c_values: Sequence[float]) -> float:
+    """The C to fit with when there is no validation split to choose by: the only one given, else `DEFAULT_C`."""
+    return c_values[0] if len(c_values) == 1 else DEFAULT_C
+
+
+def describe_choice(result: HeadResult, config: HeadConfig) -> str:
+    """How the head's C was chosen, for the console."""
+    if "val_loss" in result.candidates[0]:
+        return f"lowest validation cross-entropy of {len(result.candidates)} tried"
+    given = "the one --c-values gave" if len(config.c_values) == 1 else "the default; choosing among --c-values needs validation images"
+    return f"no validation images: {given}"
 
 
 def _as_keras(solver: LogisticRegression, dim: int, n_classes: int, mean: np.ndarray, std: np.ndarray) -> keras.Model:

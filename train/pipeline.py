@@ -26,7 +26,7 @@ from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset, unlabelled_note
-from train.edge import EdgeConfig, make_variants
+from train.edge import EdgeConfig, make_variants, prepare_variant_outputs
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
 from train.engines import EngineConfig, WorkerSpec
@@ -36,7 +36,7 @@ from train.fine_tune import FineTuneConfig, FineTuneResult, fine_tune
 from train.html_report import write_html_report
 from train.model_files import model_stem, report_path_for
 from train.threshold import choose_threshold
-from train.head import HeadConfig, predict_views, train_head
+from train.head import HeadConfig, describe_choice, predict_views, train_head
 from train.views import symmetry_views
 
 #: Test images used for the ONNX-vs-TensorFlow parity check at export.
@@ -90,9 +90,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     console = console or Console(soft_wrap=True, highlight=False)
     started = time.perf_counter()
     seed = config.seed
-    prepare_output(config.export)  # a bad --export or --workspace fails now, not after the training
-    prepare_folder(config.workspace)
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
+    prepare_output(config.export)  # a bad --export, variant or --workspace fails now, not after the training
+    prepare_variant_outputs(config.export, config.edge.precisions)
+    prepare_folder(config.workspace)
     _print_counts(dataset, console)
     if dataset.unlabelled:
         console.print(f"[yellow]note[/yellow] {unlabelled_note(dataset.unlabelled, config.labels_from)}")
@@ -129,7 +130,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     _check_each_class_has_readable_training_images(dataset, train_y, skipped)
     val_x, val_y, val_images = splits["validation"]
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
-    console.print(f"Head: logistic regression with C = {head.c:g} (lowest validation cross-entropy of {len(head.candidates)} tried)")
+    console.print(f"Head: logistic regression with C = {head.c:g} ({describe_choice(head, config.head)})")
 
     test_x, test_y, test_images = splits["test"]
     if not test_images:
@@ -319,6 +320,8 @@ def _check_before_work(dataset: Dataset, config: TrainConfig) -> None:
         raise DatasetError(f"{dataset.root}: --positive and --target-recall need exactly two classes, found {len(dataset.labels)}")
     if config.positive is not None and config.positive not in dataset.labels:
         raise DatasetError(f"{dataset.root}: --positive {config.positive!r} is not one of the classes {dataset.labels}")
+    if config.target_recall is not None and not dataset.split("validation"):
+        raise DatasetError(f"{dataset.root}: --target-recall is met on the validation split, which is empty; change --split")
     if not dataset.split("test"):
         cause = "--split or --group-pattern (each group of files goes to one split)" if config.group_pattern else "--split"
         raise DatasetError(f"{dataset.root}: the test split is empty; add images or change {cause}")
@@ -329,9 +332,11 @@ def _check_each_class_has_readable_training_images(dataset: Dataset, train_label
     readable = set(train_labels.tolist())
     unlearned = [label for index, label in enumerate(dataset.labels) if index not in readable]
     if unlearned:
+        label_of = {str(image.path): image.label for image in dataset.images}
+        unreadable = sum(label_of.get(failure.source) in unlearned for failure in skipped)
         raise DatasetError(
             f"{dataset.root}: class(es) {', '.join(unlearned)} have no readable training image "
-            f"({len(skipped)} image(s) skipped, listed above); fix or remove them, or move the folder out of the data set"
+            f"({unreadable} of their images skipped, listed above); fix or remove them, or move the folder out of the data set"
         )
 
 
