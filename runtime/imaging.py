@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat
 import threading
 import warnings
 from pathlib import Path
@@ -224,7 +223,7 @@ def find_images(folder: str | Path) -> list[Path]:
                 identity = _folder_identity(path)
                 if identity is not None and identity not in above:
                     scan(path, above | {identity})
-            elif is_image_file(path) and _may_be_file(path):
+            elif is_image_file(path) and _may_be_file(entry):
                 found.append(path)
 
     root = Path(folder)
@@ -247,12 +246,13 @@ def _folder_identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _may_be_file(path: Path) -> bool:
-    """False for what exists but is not a regular file (a named pipe, a device)."""
+def _may_be_file(entry: os.DirEntry[str]) -> bool:
+    """False for what exists but is not a regular file (a named pipe, a device). The entry's type comes
+    from the folder listing, so a plain file costs no `stat`; only symlinks are followed."""
     try:
-        return stat.S_ISREG(path.stat().st_mode)
+        return entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))  # dangling: decoding names the problem
     except OSError:
-        return True  # dangling or unreadable: decoding names the problem
+        return True  # unreadable: decoding names the problem
 
 
 def image_files(inputs: Iterable[Path], list_file: Path | None = None) -> Iterator[Path]:

@@ -10,10 +10,7 @@ from runtime.errors import OutputError, first_line
 
 def make_folder_for(path: Path) -> None:
     """Create the folder `path` goes in, if missing; `OutputError` (one line naming `path`) when it cannot be."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError.from_os_error(path, error) from error
+    _make_folder(path.parent, path)
 
 
 def prepare_output(path: Path) -> None:
@@ -31,11 +28,16 @@ def prepare_folder(folder: Path) -> None:
     naming it when it is a file or cannot take files."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(folder, "cannot write (a file of that name is in the way; a folder is needed)")
+    _make_folder(folder, folder)
+    _probe(folder, folder)
+
+
+def _make_folder(folder: Path, named: Path) -> None:
+    """Create `folder` and its parents if missing; `OutputError` naming `named` when that fails."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError.from_os_error(folder, error) from error
-    _probe(folder, folder)
+        raise OutputError.from_os_error(named, error) from error
 
 
 def _probe(folder: Path, named: Path) -> None:

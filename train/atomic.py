@@ -50,4 +50,9 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def file_sha256(path: Path) -> str:
     """The hex SHA-256 of the file's bytes: its identity in the cache, checksums and reports."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return bytes_sha256(path.read_bytes())
+
+
+def bytes_sha256(data: bytes) -> str:
+    """The hex SHA-256 of `data`, as `file_sha256` gives it for a file holding them."""
+    return hashlib.sha256(data).hexdigest()

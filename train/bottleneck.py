@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +21,7 @@ from rich.text import Text
 
 from runtime.errors import ImageError
 from runtime.imaging import try_load_for_model
-from train.atomic import file_sha256
+from train.atomic import bytes_sha256, file_sha256
 from train.cache import BottleneckCache
 from train.engines import EngineConfig, WorkerSpec, feature_batches
 
@@ -85,7 +84,7 @@ def compute_bottlenecks(
     known = f"; {result.known_unreadable} unreadable in an earlier run, skipped" if result.known_unreadable else ""
     if not copies:
         console.print(f"Bottlenecks: all {result.reused} found in cache, nothing computed{known}")
-        _print_failures(result.failures, console)
+        print_skipped(result.failures, console)
         return result
     console.print(f"Bottlenecks: {result.reused} cached, {len(copies)} to compute ({len(views)} views each){known}")
 
@@ -111,11 +110,12 @@ def compute_bottlenecks(
                 result.features.update(dict.fromkeys(copies[content_hash], outcome))
                 result.computed += 1
             progress.advance(task, len(hashes))
-    _print_failures(result.failures, console)
+    print_skipped(result.failures, console)
     return result
 
 
-def _print_failures(failures: list[ImageError], console: Console) -> None:
+def print_skipped(failures: Sequence[ImageError], console: Console) -> None:
+    """One `skipped <file>: <problem>` line per image left out."""
     for failure in failures:
         console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
 
@@ -128,7 +128,7 @@ def _hashed_bytes_do_not_load(path: Path, content_hash: str, size: tuple[int, in
         data = path.read_bytes()
     except OSError:
         return False
-    return hashlib.sha256(data).hexdigest() == content_hash and isinstance(try_load_for_model(data, size), ImageError)
+    return bytes_sha256(data) == content_hash and isinstance(try_load_for_model(data, size), ImageError)
 
 
 def _change_since_hashed(path: Path, content_hash: str) -> str | None:

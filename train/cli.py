@@ -52,7 +52,7 @@ def _numbers(text: str, option: str, example: str) -> list[float]:
 
 def _parse_split(text: str) -> tuple[float, float, float]:
     parts = _numbers(text, "--split", "70,15,15")
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or sum(parts) <= 0:
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0:  # so the sum is above 0 too
         raise typer.BadParameter(f"{text!r}: give three non-negative numbers train,validation,test with train above 0, e.g. 70,15,15", param_hint="--split")
     total = sum(parts)
     shares = (parts[0] / total, parts[1] / total, parts[2] / total)

@@ -27,6 +27,7 @@ from runtime.imaging import try_load_for_model
 from runtime.metadata import ModelMetadata
 from runtime.output import prepare_output
 from train.atomic import atomic_output, file_sha256, write_atomically
+from train.bottleneck import print_skipped
 from train.data import Dataset, LabeledImage
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
@@ -79,7 +80,8 @@ def prepare_variant_outputs(model_path: Path, precisions: Sequence[str]) -> None
     """Check (see `runtime.output.prepare_output`) that each variant of `model_path` and its report can be
     written, so a path in the way fails in one line before any calibration."""
     for precision in precisions:
-        for path in (variant_path(model_path, precision), report_path_for(variant_path(model_path, precision))):
+        target = variant_path(model_path, precision)
+        for path in (target, report_path_for(target)):
             prepare_output(path)
 
 
@@ -172,8 +174,7 @@ def _convert(
     decoded = [try_load_for_model(image.path, size) for image in calibration]
     skipped = [item for item in decoded if isinstance(item, ImageError)]
     pixels = [item for item in decoded if not isinstance(item, ImageError)]
-    for error in skipped:
-        console.print(f"[yellow]skipped[/yellow] {error}", highlight=False)
+    print_skipped(skipped, console)
     if not pixels:
         raise RetrainOnnxError(f"{source}: none of the {len(calibration)} calibration images could be read; cannot calibrate int8")
     console.print(f"int8: calibrating on {len(pixels)} training images (stratified), QDQ, per-channel weights")
