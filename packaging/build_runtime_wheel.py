@@ -2,8 +2,9 @@
 
 The wheel holds the `runtime` package and the `classify` command, and depends only on the main project's
 base dependencies (onnxruntime, numpy, pillow, typer, rich), read from its pyproject.toml so the two
-never drift: no TensorFlow, no tf2onnx, no `train`. Needs Python 3.11+ (tomllib) and pip; setuptools
-comes from the package registry through pip's build isolation. Prints the wheel's path.
+never drift: no TensorFlow, no tf2onnx, no `train`. Needs pip (on Python 3.10 its vendored TOML reader
+stands in for tomllib); setuptools comes from the package registry through pip's build isolation. Prints
+the wheel's path.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same reader, as pip ships it (pip builds the wheel anyway)
+    from pip._vendor import tomli as tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "retrain-onnx-runtime"

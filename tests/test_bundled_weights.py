@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,13 @@ def test_default_weights_are_bundled_for_the_offline_backbones() -> None:
     assert get_backbone("resnet_v2_101").weights == "imagenet"
     with pytest.raises(BackboneError, match="no bundled weights"):
         get_backbone("resnet_v2_50", "bundled")
+
+
+def test_missing_bundled_weights_are_named_not_swapped_for_a_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An install without models/ (a plain wheel) must not quietly train on Keras' other network."""
+    monkeypatch.setattr("train.backbones.MODELS_DIR", tmp_path)
+    with pytest.raises(BackboneError, match=r"mobilenet_v2_imagenet.weights.h5: bundled mobilenet_v2 weights not found; .*pip install -e"):
+        get_backbone("mobilenet_v2")
 
 
 def test_mobilenet_v2_classifies_real_photos_through_its_imagenet_head() -> None:

@@ -123,6 +123,13 @@ def _evaluate_model(*args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("command", ["train.evaluate_cli", "train.edge_cli"])
+def test_evaluate_model_and_quantize_model_never_import_tensorflow(command: str) -> None:
+    """Both work on an exported file through the runtime and onnx tools; TensorFlow would add seconds of start-up."""
+    code = f"import {command}, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_evaluate_takes_float32_softmax_rows_without_a_warning() -> None:
     from train.evaluate import evaluate
 

@@ -83,8 +83,9 @@ class BackboneSpec:
 
     @property
     def default_weights(self) -> str:
-        """"bundled" when this backbone's bundled weights are present, else "imagenet"."""
-        return BUNDLED_WEIGHTS if self.bundled and self.bundled.path.is_file() else IMAGENET_WEIGHTS
+        """"bundled" for the backbones with weights in models/, else "imagenet". Never a silent switch to
+        "imagenet" when the bundled file is missing: that is another network with other preprocessing."""
+        return BUNDLED_WEIGHTS if self.bundled else IMAGENET_WEIGHTS
 
 
 REGISTRY: dict[str, BackboneSpec] = {
@@ -194,9 +195,12 @@ def get_backbone(
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     weights = weights or spec.default_weights
-    if weights == BUNDLED_WEIGHTS and (spec.bundled is None or not spec.bundled.path.is_file()):
+    if weights == BUNDLED_WEIGHTS and spec.bundled is None:
+        raise BackboneError(f"{name}: no bundled weights (bundled: {', '.join(OFFLINE_BACKBONES)})")
+    if weights == BUNDLED_WEIGHTS and not spec.bundled.path.is_file():
         raise BackboneError(
-            f"{name}: no bundled weights (bundled: {', '.join(OFFLINE_BACKBONES)}; looked in {MODELS_DIR})"
+            f"{spec.bundled.path}: bundled {name} weights not found; they come with a checkout of the repository "
+            "(install it with pip install -e '.[train]'), or use --weights imagenet, --weights FILE or --weights none"
         )
     if weights not in (RANDOM_WEIGHTS, IMAGENET_WEIGHTS, BUNDLED_WEIGHTS) and not Path(weights).is_file():
         raise BackboneError(f"{weights}: weights file not found (use bundled, imagenet, none, or a weights file)")

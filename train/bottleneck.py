@@ -23,6 +23,7 @@ from runtime.errors import ImageError
 from runtime.imaging import try_load_for_model
 from train.atomic import bytes_sha256, file_sha256
 from train.cache import BottleneckCache
+from train.console import print_skipped
 from train.engines import EngineConfig, WorkerSpec, feature_batches
 
 
@@ -112,12 +113,6 @@ def compute_bottlenecks(
             progress.advance(task, len(hashes))
     print_skipped(result.failures, console)
     return result
-
-
-def print_skipped(failures: Sequence[ImageError], console: Console) -> None:
-    """One `skipped <file>: <problem>` line per image left out."""
-    for failure in failures:
-        console.print(f"[yellow]skipped[/yellow] {failure}", highlight=False)
 
 
 def _hashed_bytes_do_not_load(path: Path, content_hash: str, size: tuple[int, int]) -> bool:

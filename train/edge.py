@@ -27,7 +27,7 @@ from runtime.imaging import try_load_for_model
 from runtime.metadata import ModelMetadata
 from runtime.output import prepare_output
 from train.atomic import atomic_output, file_sha256, write_atomically
-from train.bottleneck import print_skipped
+from train.console import print_skipped
 from train.data import Dataset, LabeledImage
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
