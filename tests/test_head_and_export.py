@@ -53,6 +53,15 @@ def test_head_fit_is_deterministic_and_matches_its_keras_model() -> None:
     assert probabilities[:, 2].max() < 1e-6 and (probabilities.argmax(axis=1) == binary_y[keep]).mean() > 0.95
 
 
+def test_a_head_that_stops_before_converging_says_so_in_one_line() -> None:
+    lines: list[str] = []
+    train_head(blobs(200, 7), blobs(40, 8), 3, HeadConfig(c_values=(10.0,), max_iterations=2), report=lines.append)
+    assert "note: C: 10: L-BFGS stopped after 2 iterations before converging" in lines
+    lines.clear()
+    train_head(blobs(200, 7), blobs(40, 8), 3, HeadConfig(c_values=(10.0,)), report=lines.append)
+    assert not any(line.startswith("note:") for line in lines)
+
+
 def test_evaluate_reports_every_metric() -> None:
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     report = evaluate(probabilities, np.array([0, 1, 1, 1]), ["CD", "UD"], ["a", "b", "c", "d"])

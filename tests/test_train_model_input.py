@@ -128,3 +128,22 @@ def test_files_beside_a_model_are_named_after_it_without_onnx() -> None:
     assert variant_path(Path("out/model.onnx"), "int8") == Path("out/model.int8.onnx")
     assert variant_path(Path("out/model.v2"), "fp16") == Path("out/model.v2.fp16.onnx")
     assert sibling(Path("m.int8.onnx"), ".report.json") == Path("m.int8.report.json")
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "missing"),
+    [("train-model", "train.__main__", "tensorflow"), ("quantize-model", "train.edge_cli", "sklearn"), ("evaluate-model", "train.evaluate_cli", "matplotlib")],
+)
+def test_a_training_command_without_the_train_extra_names_what_to_install(command: str, module: str, missing: str) -> None:
+    """`pip install .` installs every command; without the extra each stops with one line, not an ImportError."""
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        f"importlib.util.find_spec = lambda name, *rest: None if name == {missing!r} else real(name, *rest)\n"
+        f"sys.argv = [{command!r}, '--help']\n"
+        f"from {module} import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == f"error: {command} needs {missing}; install the train extra: pip install 'retrain-onnx[train]'\n"

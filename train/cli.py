@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
-import sys
+
+from train import TRAINING, require_train_extra
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported below
-if importlib.util.find_spec("tensorflow") is None:
-    sys.exit("error: train-model needs TensorFlow; install the train extra: pip install 'retrain-onnx[train]'")
+require_train_extra("train-model", TRAINING)
 
 from enum import Enum
 from pathlib import Path

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-from rich.console import Console
+from train import ONNX_TOOLS, require_train_extra
 
-from runtime import Classifier
-from runtime.errors import RetrainOnnxError
-from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
-from train.data import DatasetError, LabelSource, load_dataset
-from train.edge import EdgeConfig, make_variants
+require_train_extra("quantize-model", ONNX_TOOLS)
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from runtime import Classifier  # noqa: E402
+from runtime.errors import RetrainOnnxError  # noqa: E402
+from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error  # noqa: E402
+from train.data import DatasetError, LabelSource, load_dataset  # noqa: E402
+from train.edge import EdgeConfig, make_variants  # noqa: E402
 
 app = typer.Typer(add_completion=False, help="Make int8 / fp16 versions of an exported model and check them on its test split.")
 

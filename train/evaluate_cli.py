@@ -12,17 +12,21 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import typer
-from rich.console import Console
+from train import ONNX_TOOLS, require_train_extra
 
-from runtime.classifier import Classifier
-from runtime.output import prepare_output
-from train.atomic import write_atomically
-from train.cli_common import exit_on_error
-from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note
-from train.evaluate import evaluate, print_report
-from train.html_report import write_html_report
+require_train_extra("evaluate-model", ONNX_TOOLS)
+
+import numpy as np  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from runtime.classifier import Classifier  # noqa: E402
+from runtime.output import prepare_output  # noqa: E402
+from train.atomic import write_atomically  # noqa: E402
+from train.cli_common import exit_on_error  # noqa: E402
+from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note  # noqa: E402
+from train.evaluate import evaluate, print_report  # noqa: E402
+from train.html_report import write_html_report  # noqa: E402
 from train.model_files import sibling
 
 app = typer.Typer(add_completion=False, help="Evaluate an exported model on a labelled folder (runtime only).")

@@ -98,6 +98,8 @@ def train_head(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             solver.fit(rows, row_labels)
+        if solver.n_iter_.max() >= config.max_iterations:  # sklearn's warning is many lines; this is one
+            report(f"note: C: {c:g}: L-BFGS stopped after {config.max_iterations} iterations before converging")
         head = _as_keras(solver, dim, n_classes, mean, std)
         scores = {"c": c, **_scores(head, "", features, labels, n_classes)}
         if has_validation:
