@@ -14,7 +14,7 @@ from runtime.errors import ImageError
 from runtime.imaging import ImageSource, describe_source, load_for_model, try_load_for_model
 from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT, DecisionThreshold, ModelMetadata
 from runtime.model import Providers, load_model
-from runtime.prefetch import decode_ahead
+from runtime.prefetch import chunked, decode_ahead
 from runtime.session import SessionSettings
 
 
@@ -40,6 +40,8 @@ class Prediction:
         `Classifier.prediction_from`), the predicted label can be the less probable class, and it still
         comes first.
         """
+        if k < 1:
+            raise ValueError(f"top_k needs k >= 1, not {k}")
         others = sorted(((label, p) for label, p in self.probabilities.items() if label != self.label), key=lambda item: item[1], reverse=True)
         return [(self.label, self.score), *others][:k]
 
@@ -55,6 +57,11 @@ class FileResult:
     file: str
     prediction: Prediction | None = None
     error: ImageError | None = None
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
 
 
 def decide(row: np.ndarray, labels: Sequence[str], threshold: DecisionThreshold | None) -> int:
@@ -104,6 +111,7 @@ class Classifier:
 
     def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
         """Classify images in batches of `batch_size`; raises `ImageError` on the first bad image."""
+        _check_batch_size(batch_size)
         predictions: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -124,10 +132,12 @@ class Classifier:
     def classify_files(self, paths: Iterable[str | Path], batch_size: int = 32) -> Iterator[FileResult]:
         """Classify files in order; a file that cannot be decoded yields a result with its error.
 
+        `paths` may be a lazy stream (a huge `--list`): it is read a batch or two ahead, never held whole.
+
         Decoding runs in a thread pool, a batch ahead of inference, so the two overlap.
         """
-        pending = [str(path) for path in paths]
-        chunks = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+        _check_batch_size(batch_size)
+        chunks = chunked((str(path) for path in paths), batch_size)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             for chunk, decoded in decode_ahead(pool, chunks, lambda path: try_load_for_model(path, self.input_size)):
                 good = [(name, pixels) for name, pixels in zip(chunk, decoded) if not isinstance(pixels, ImageError)]

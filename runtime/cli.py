@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, TypeVar
 
 import typer
 
@@ -21,6 +22,9 @@ from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
 EXIT_IMAGE_FAILED = 1
 EXIT_MODEL_ERROR = 2
+#: Ctrl-C (128 + SIGINT) and a reader that stopped early, e.g. `| head` (128 + SIGPIPE), as shells report them.
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 app = typer.Typer(add_completion=False, help="Classify images with a model exported by train-model.")
 
@@ -32,7 +36,7 @@ def classify(
     list_file: Optional[Path] = typer.Option(
         None, "--list", exists=True, dir_okay=False, readable=True, help="A text file naming one image per line (read as a stream)."
     ),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Show K labels: the prediction (which follows the decision threshold), then the most probable others."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Show K labels: the prediction (which follows the decision threshold), then the most probable others (--json lists them all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
@@ -51,7 +55,8 @@ def classify(
     try:
         settings = SessionSettings(intra_op_threads=threads, optimization=optimization, optimized_model_path=save_optimized)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+        raise typer.BadParameter(str(error), param_hint="'--optimization'") from error
+    _refuse_outputs_over_inputs(model, inputs or [], csv_path, save_optimized)
     try:
         classifier = Classifier(model, providers=providers, settings=settings)
     except ValueError as error:  # an unknown --providers choice
@@ -81,6 +86,13 @@ def classify(
     except (EngineError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
+    except KeyboardInterrupt:
+        kept = f"; {csv_path} holds their rows" if csv_path else ""
+        typer.echo(f"interrupted after {seen} image(s){kept}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # the reader of stdout is gone: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        raise typer.Exit(EXIT_BROKEN_PIPE)
     if not seen:
         typer.echo(f"no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
     if failures:
@@ -91,6 +103,23 @@ def classify(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def _refuse_outputs_over_inputs(model: Path, inputs: List[Path], csv_path: Optional[Path], save_optimized: Optional[Path]) -> None:
+    """`--csv` and `--save-optimized` must not replace what this run reads: the model or a named image
+    (a CSV named like an image could replace one inside a searched folder, so that name is refused too)."""
+    if csv_path is not None and csv_path.suffix.lower() in {*IMAGE_EXTENSIONS, ".onnx"}:
+        raise typer.BadParameter(f"{csv_path} is named like an image or a model, not a CSV file", param_hint="'--csv'")
+    for option, path in (("--csv", csv_path), ("--save-optimized", save_optimized)):
+        if path is not None and any(_same_file(path, source) for source in (model, *inputs)):
+            raise typer.BadParameter(f"{path} is a file this run reads; writing there would replace it", param_hint=f"'{option}'")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _escape_unprintable_names() -> None:
@@ -124,24 +153,34 @@ def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[File
         yield lambda result: None
         return
     make_folder_for(path)
+    handle = _on_disk(path, lambda: open(path, "w", newline="", encoding="utf-8", errors="backslashreplace"))
     try:
-        handle = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
-    except OSError as error:
-        raise OutputError.from_os_error(path, error) from error
-    with handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"])
+        _on_disk(path, lambda: writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"]))
 
         def write_row(result: FileResult) -> None:
             if result.prediction is None:
                 error = result.error.problem if result.error else ""
-                writer.writerow([result.file, "", "", *[""] * len(labels), error])
+                _on_disk(path, lambda: writer.writerow([result.file, "", "", *[""] * len(labels), error]))
                 return
             p = result.prediction
             probabilities = [f"{p.probabilities[label]:.6f}" for label in labels]
-            writer.writerow([result.file, p.label, f"{p.score:.6f}", *probabilities, ""])
+            _on_disk(path, lambda: writer.writerow([result.file, p.label, f"{p.score:.6f}", *probabilities, ""]))
 
         yield write_row
+    finally:
+        _on_disk(path, handle.close)  # flushes: a full disk shows here at the latest
+
+
+Written = TypeVar("Written")
+
+
+def _on_disk(path: Path, action: Callable[[], Written]) -> Written:
+    """Run one step of writing `path`; an `OSError` (a full disk, a lost mount) becomes its `OutputError`."""
+    try:
+        return action()
+    except OSError as error:
+        raise OutputError.from_os_error(path, error) from error
 
 
 if __name__ == "__main__":

@@ -66,24 +66,31 @@ def decode_image(
 ) -> np.ndarray:
     """Decode any supported source to an RGB uint8 array of shape (height, width, 3).
 
-    Applies the EXIF orientation and converts grayscale, RGBA, palette, CMYK and 16-bit images to RGB.
-    With `target_size` (height, width), JPEG decoding is reduced (draft mode) to no less than twice
-    that size, which keeps huge photos cheap without changing the final resized pixels noticeably.
-    Raises `ImageError` naming the source (or `name`, e.g. the file that `bytes` came from) for anything
-    that is not a readable image, and for images over `MAX_PIXELS` (refused before any pixel is decoded).
+    Applies the EXIF orientation (a malformed EXIF block is ignored: the pixels as stored, since they
+    still load) and converts grayscale, RGBA, palette, CMYK and 16-bit images to RGB (16-bit samples keep
+    their high byte, whatever their values). With `target_size` (height, width), a JPEG file is decoded
+    reduced (draft mode) to no less than twice that size, which keeps huge photos cheap without changing
+    the final resized pixels noticeably; a PIL image passed in is never changed. Raises `ImageError`
+    naming the source (or `name`, e.g. the file that `bytes` came from) for anything that is not a
+    readable image, and for images over `MAX_PIXELS` (refused before any pixel is decoded); never another
+    exception, whatever a decoder raises, so one odd file cannot stop a batch.
     """
     name = name or describe_source(source)
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, name)
     try:
         image = _open(source, name)
-        if target_size is not None and image.format == "JPEG":
+        if target_size is not None and image.format == "JPEG" and not isinstance(source, Image.Image):
             image.draft("RGB", (target_size[1] * 2, target_size[0] * 2))
-        return _pil_to_rgb(ImageOps.exif_transpose(image), name)
+        return _pil_to_rgb(_upright(image), name)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as error:
         raise _refused_by_pillow(name, error) from error
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(name, f"cannot decode image ({first_line(error)})") from error
+    except Exception as error:  # a decoder plugin's own error type (struct.error, IndexError, ...)
+        raise ImageError(name, f"cannot decode image ({type(error).__name__}: {first_line(error)})") from error
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -156,12 +163,20 @@ def _refused_by_pillow(name: str, error: Image.DecompressionBombError) -> ImageE
     return _refused(name, f"{int(match[1]):,}", int(match[2]))
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as stored when the EXIF block cannot be parsed
+    (Pillow raises struct.error, TypeError and others on malformed camera and phone EXIF)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # the pixels are read afterwards and report their own faults
+        return image
+
+
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
-    if image.mode.startswith("I"):
-        wide = np.asarray(image).astype(np.uint32)
-        if wide.max(initial=0) > 255:  # 16-bit samples: keep the high byte
-            wide >>= 8
-        image = Image.fromarray(wide.astype(np.uint8), mode="L")
+    if image.mode.startswith("I;16"):  # 16-bit samples: the high byte, so a dark scan stays dark
+        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), mode="L")
+    elif image.mode.startswith("I"):  # 32-bit integers, bit depth unknown: clipped, as integer arrays are
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
     elif image.mode == "F":
         samples = _finite(np.asarray(image), name)
         image = Image.fromarray(np.clip(samples, 0, 255).astype(np.uint8), mode="L")
@@ -184,13 +199,16 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """Samples as uint8: bool to 0/255, floats up to 1.0 scaled by 255, everything else clipped to 0..255."""
+    """Samples as uint8: bool to 0/255, uint16 to its high byte (as 16-bit image files), floats up to 1.0
+    scaled by 255, everything else clipped to 0..255."""
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind not in _PIXEL_KINDS:
         raise ImageError(name, f"array of {array.dtype} is not pixels (use bool, integer or float)")
     if array.dtype.kind == "b":
         return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
     if array.dtype.kind == "f" and _finite(array, name).max() <= 1.0:
         array = np.clip(array, 0.0, 1.0) * 255.0
     return np.clip(array, 0, 255).astype(np.uint8)

@@ -62,7 +62,8 @@ class ModelMetadata:
     toolkit_version: str
     trained_at: str
     test_metrics: dict[str, Any] = field(default_factory=dict)
-    #: Symmetry views the model averages over inside its graph (informational: the runtime does nothing).
+    #: Symmetry views the model averages over inside its graph (the graph does it; the runtime only cuts
+    #: its batches to bound the backbone images per run).
     views: int = 1
     #: Number format of the weights and arithmetic: "fp32", "int8" or "fp16" (inputs are uint8 in all).
     precision: str = "fp32"
@@ -112,6 +113,8 @@ class ModelMetadata:
             raise ModelError(path, f"metadata format {props[FORMAT_KEY]!r} is not supported (expected {FORMAT_VERSION})")
         try:
             labels = json.loads(props["labels"])
+            if not isinstance(labels, list):
+                raise ValueError(f"labels must be a JSON list, not {type(labels).__name__}")
             metadata = cls(
                 labels=[str(label) for label in labels],
                 input_height=int(props["input_height"]),
@@ -135,6 +138,10 @@ class ModelMetadata:
             raise ModelError(path, f"model metadata is malformed ({error})") from error
         if not metadata.labels:
             raise ModelError(path, "model metadata lists no labels")
+        if len(set(metadata.labels)) != len(metadata.labels):
+            raise ModelError(path, f"model metadata lists a label twice ({', '.join(metadata.labels)})")
+        if metadata.views < 1 or min(metadata.input_size) < 1:
+            raise ModelError(path, f"model metadata is malformed (views {metadata.views}, input size {metadata.input_size})")
         threshold = metadata.decision_threshold
         if threshold is not None and (len(metadata.labels) != 2 or threshold.positive not in metadata.labels):
             raise ModelError(path, f"decision threshold for {threshold.positive!r} needs a two-class model with that label")

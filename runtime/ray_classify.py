@@ -47,7 +47,7 @@ class BatchClassifier:
         readable = [str(self._base_dir / name) for name in files]  # an absolute name stays as it is
         probabilities = np.full((len(files), len(self._classifier.labels)), np.nan, dtype=np.float32)
         errors = [""] * len(files)
-        for row, result in enumerate(self._classifier.classify_files(readable, batch_size=len(files))):
+        for row, result in enumerate(self._classifier.classify_files(readable, batch_size=max(1, len(files)))):
             if result.prediction is None:
                 errors[row] = result.error.problem if result.error else "unknown error"
             else:

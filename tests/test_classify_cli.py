@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_session_flags(color_model: Path, color_images: dict[str, Path], tmp_pat
     done = run_classify(color_model, color_images["red"], "--threads", "1", "--optimization", "extended", "--save-optimized", optimized)
     assert done.returncode == 0 and "Predicted: red" in done.stdout and optimized.is_file()
     bad = run_classify(color_model, color_images["red"], "--optimization", "fastest")
-    assert bad.returncode == 2 and "optimization must be one of" in bad.stderr
+    assert bad.returncode == 2 and "optimization must be one of" in bad.stderr and "'--optimization'" in bad.stderr
     nested = tmp_path / "new folder" / "opt.onnx"  # a missing folder is made
     assert run_classify(color_model, color_images["red"], "--save-optimized", nested).returncode == 0 and nested.is_file()
     (tmp_path / "a file").write_text("not a folder")
@@ -274,3 +275,59 @@ def test_a_thousand_images_with_three_bad_ones(color_model: Path, assets_dir: Pa
         else:
             assert row["label"] == "" and row["error"] != ""
     assert sum(row["error"] != "" for row in rows) == 3
+
+
+def test_csv_on_a_full_disk_stops_in_one_line(color_model: Path, color_images: dict[str, Path]) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    done = run_classify(color_model, *color_images.values(), "--csv", "/dev/full")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == "error: /dev/full: cannot write (No space left on device)"
+
+
+def test_outputs_that_would_replace_the_model_or_an_image_are_refused(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copy(color_model, model)
+    before = model.read_bytes()
+    for option, target, problem in (
+        ("--csv", model, "is named like an image or a model"),
+        ("--csv", tmp_path / "scores.jpg", "is named like an image or a model"),
+        ("--save-optimized", model, "is a file this run reads"),
+        ("--save-optimized", color_images["red"], "is a file this run reads"),
+    ):
+        done = subprocess.run(  # wide enough that typer's error box does not wrap the message
+            [*CLASSIFY, str(model), str(color_images["red"]), option, str(target)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
+        )
+        assert done.returncode == 2 and problem in done.stderr and f"'{option}'" in done.stderr and "Predicted" not in done.stdout
+    assert model.read_bytes() == before and not (tmp_path / "scores.jpg").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    """`classify ... | head -1`: exit 141 (SIGPIPE) without a traceback, not 1, which means failed images."""
+    for index in range(400):
+        os.link(color_images["red"], tmp_path / f"{index:03}.jpg")
+    process = subprocess.Popen([*CLASSIFY, str(color_model), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().startswith("Image: 000.jpg")
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_ctrl_c_stops_with_130_and_keeps_the_rows_written(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    """The --list is a named pipe the test keeps open, so the run is waiting for more names when Ctrl-C comes
+    (it also shows the list is read as a stream: results arrive before the list ends)."""
+    fifo, table = tmp_path / "names", tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [*CLASSIFY, str(color_model), "--list", str(fifo), "--batch-size", "1", "--csv", str(table)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    with fifo.open("w") as names:
+        names.write(f"{color_images['red']}\n{color_images['green']}\n")
+        names.flush()
+        assert process.stdout is not None and process.stdout.readline().startswith("Image: red.jpg | Predicted: red")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.splitlines()[-1].startswith("interrupted after ") and stderr.splitlines()[-1].endswith(f"{table} holds their rows")
+    assert read_csv(table)[0]["label"] == "red"

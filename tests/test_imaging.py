@@ -41,13 +41,44 @@ def test_modes_become_rgb(tmp_path: Path, mode: str) -> None:
     assert pixels.shape == (10, 20, 3) and pixels.dtype == np.uint8
 
 
-def test_sixteen_bit_grayscale_keeps_the_high_byte(tmp_path: Path) -> None:
+def test_sixteen_bit_grayscale_keeps_the_high_byte_whatever_the_values(tmp_path: Path) -> None:
     wide = np.full((8, 8), 40000, dtype=np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(wide).save(path)
     pixels = decode_image(path)
     assert pixels.shape == (8, 8, 3)
     assert int(pixels[0, 0, 0]) == 40000 >> 8
+    np.testing.assert_array_equal(decode_image(wide), pixels)  # a uint16 array reads like the 16-bit file
+    dark = np.full((8, 8), 200, dtype=np.uint16)  # a dark 16-bit scan: 200 of 65535 is near black, not 200 of 255
+    Image.fromarray(dark).save(path)
+    assert decode_image(path).max() == 0
+    dark[0, 0] = 256  # one brighter sample must not change how the others read
+    Image.fromarray(dark).save(path)
+    assert decode_image(path)[1:, 1:].max() == 0
+
+
+def test_a_jpeg_whose_exif_block_is_malformed_decodes_as_stored(tmp_path: Path, assets_dir: Path) -> None:
+    """Pillow's exif_transpose raises struct.error on it; one such camera file must not stop a batch."""
+    source = Image.open(assets_dir / "CD" / "7001-115.jpg")
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Camera"
+    encoded = io.BytesIO()
+    source.save(encoded, "JPEG", exif=exif)
+    data = bytearray(encoded.getvalue())
+    data[data.find(b"Exif\0\0") + 17] = 0x20  # the first entry's type: no longer a TIFF type
+    with pytest.raises(Exception) as raised:
+        ImageOps.exif_transpose(Image.open(io.BytesIO(bytes(data))))
+    assert not isinstance(raised.value, ImageError)
+    stored = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(bytes(data)), stored)
+
+
+def test_a_pil_image_passed_in_is_not_changed(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2000, 1500), (10, 120, 200)).save(path)
+    image = Image.open(path)
+    assert load_for_model(image, (64, 64)).shape == (64, 64, 3)
+    assert image.size == (2000, 1500)  # no draft mode applied to the caller's object
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

@@ -254,3 +254,31 @@ def test_report_draws_class_names_with_dollar_signs_as_text(assets_dir: Path, tm
     evaluation = evaluate(probabilities, np.array([0, 0, 1, 1]), labels, files)
     page, *plots = write_html_report(evaluation, tmp_path / "model", assets_dir, "names", positive=labels[1])
     assert "cost$^$" in page.read_text(encoding="utf-8") and len(plots) == 3 and all(plot.stat().st_size for plot in plots)
+
+
+def test_evaluate_model_rerun_on_one_class_leaves_no_stale_plots_and_no_warning(threshold_model: Path, tmp_path: Path) -> None:
+    """Field data may hold one class; ROC/PR then cannot be drawn, and an earlier run's curves must not stay."""
+    stem = tmp_path / "out" / "site"
+    both, red_only = tmp_path / "both", tmp_path / "red_only"
+    for folder, colours in ((both, {"red": (220, 30, 30), "blue": (20, 40, 210)}), (red_only, {"red": (220, 30, 30)})):
+        for label, rgb in colours.items():
+            (folder / label).mkdir(parents=True)
+            for index in range(3):
+                solid_image(folder / label / f"{label}{index}.jpg", rgb)
+    assert _evaluate_model(threshold_model, both, "--report", stem).returncode == 0
+    assert Path(f"{stem}.roc.png").is_file() and Path(f"{stem}.pr.png").is_file()
+    again = _evaluate_model(threshold_model, red_only, "--report", stem)
+    assert again.returncode == 0 and "Warning" not in again.stderr, again.stderr
+    assert not Path(f"{stem}.roc.png").exists() and not Path(f"{stem}.pr.png").exists()
+    assert Path(f"{stem}.confusion.png").is_file() and json.loads(Path(f"{stem}.report.json").read_text())["images"] == 3
+
+
+def test_evaluate_model_checks_every_report_file_before_classifying(color_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "field"
+    (data / "red").mkdir(parents=True)
+    solid_image(data / "red" / "red.jpg", (220, 30, 30))
+    stem = tmp_path / "report"
+    Path(f"{stem}.roc.png").mkdir()  # a folder where a plot goes
+    done = _evaluate_model(color_model, data, "--report", stem)
+    assert done.returncode == 2 and "accuracy" not in done.stdout
+    assert done.stderr.strip() == f"error: {stem}.roc.png: cannot write (a folder of that name is in the way)"

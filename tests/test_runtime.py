@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -186,6 +187,38 @@ def test_decode_ahead_keeps_order_and_overlaps() -> None:
                 assert 3 in started  # the next chunk was submitted before this one was consumed
     assert seen == [([1, 2], [10, 20]), ([3], [30]), ([4, 5, 6], [40, 50, 60])]
     assert list(decode_ahead(pool, [], decode)) == []
+
+
+def test_classify_files_reads_a_stream_of_paths_lazily(color_model: Path, color_images: dict[str, Path]) -> None:
+    """An endless stream (a huge --list) gives its first results without being read to the end."""
+    endless = itertools.cycle([str(path) for path in color_images.values()])
+    first = list(itertools.islice(Classifier(color_model).classify_files(endless, batch_size=2), 5))
+    assert [result.prediction.label for result in first] == ["red", "green", "blue", "red", "green"]
+
+
+def test_nonsense_batch_sizes_and_k_are_refused(color_model: Path, color_images: dict[str, Path]) -> None:
+    classifier = Classifier(color_model)
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            classifier.predict_batch(list(color_images.values()), batch_size=size)
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            list(classifier.classify_files(color_images.values(), batch_size=size))
+    with pytest.raises(ValueError, match="k >= 1"):
+        classifier.predict(color_images["red"]).top_k(0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [("views", "0", "views 0"), ("labels", '"CD"', "labels must be a JSON list"), ("labels", '["red", "red", "blue"]', "a label twice")],
+)
+def test_hand_edited_metadata_is_refused_in_one_line(tmp_path: Path, color_model: Path, key: str, value: str, problem: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(color_model)
+    next(entry for entry in model.metadata_props if entry.key == key).value = value
+    edited = tmp_path / "edited.onnx"
+    onnx.save(model, edited)
+    with pytest.raises(ModelError, match=problem):
+        Classifier(edited)
 
 
 def test_non_ascii_and_spaced_file_names(color_model: Path, tmp_path: Path) -> None:

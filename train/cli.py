@@ -147,7 +147,7 @@ def train_model(
             int8=quantize is Precision.int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force
         ),
     )
-    with exit_on_error():
+    with exit_on_error("finished work is kept (cached features, written files); run the same command again to resume"):
         run(config)
 
 

@@ -24,15 +24,15 @@ FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it
 
 
 @contextmanager
-def exit_on_error() -> Iterator[None]:
+def exit_on_error(kept: str) -> Iterator[None]:
     """Turn a `RetrainOnnxError` into its one-line message on stderr and exit code `EXIT_ERROR`, and Ctrl-C
-    into one line and `EXIT_INTERRUPTED`. Every output is written atomically, so an interrupted run leaves
-    finished files (cached features, models) complete and unfinished ones absent."""
+    into `interrupted: <kept>` and `EXIT_INTERRUPTED`; `kept` tells what an interrupted run of this command
+    leaves. Every output is written atomically, so finished files are complete and unfinished ones absent."""
     try:
         yield
     except RetrainOnnxError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished work is kept (cached features, written files); run the same command again to resume", err=True)
+        typer.echo(f"interrupted: {kept}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -37,7 +37,7 @@ def quantize_model(
 ) -> None:
     """Write MODEL.int8.onnx (and MODEL.fp16.onnx with --half) with a report beside each."""
     console = Console(soft_wrap=True, highlight=False)
-    with exit_on_error():
+    with exit_on_error("variants finished before it are kept; none is half-written"):
         metadata = Classifier(model, providers="cpu").metadata
         split = metadata.split or {}
         if not split:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -11,6 +12,14 @@ from sklearn import metrics
 
 from runtime.classifier import decide
 from runtime.metadata import DecisionThreshold
+
+
+def _balanced_accuracy(true_indices: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes the images belong to. A folder of field images may hold one class
+    only; scikit-learn then warns that predictions name classes not present, which is expected here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(metrics.balanced_accuracy_score(true_indices, predicted))
 
 
 def evaluate(
@@ -31,7 +40,7 @@ def evaluate(
     return {
         "images": int(len(true_indices)),
         "accuracy": float(metrics.accuracy_score(true_indices, predicted)),
-        "balanced_accuracy": float(metrics.balanced_accuracy_score(true_indices, predicted)),
+        "balanced_accuracy": _balanced_accuracy(true_indices, predicted),
         "log_loss": float(metrics.log_loss(true_indices, _normalised(probabilities), labels=indices)),
         "per_class": {
             label: {

@@ -21,12 +21,11 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from runtime.classifier import Classifier  # noqa: E402
-from runtime.output import prepare_output  # noqa: E402
 from train.atomic import write_atomically  # noqa: E402
 from train.cli_common import exit_on_error  # noqa: E402
 from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note  # noqa: E402
 from train.evaluate import evaluate, print_report  # noqa: E402
-from train.html_report import write_html_report  # noqa: E402
+from train.html_report import prepare_report, write_html_report  # noqa: E402
 from train.model_files import sibling
 
 app = typer.Typer(add_completion=False, help="Evaluate an exported model on a labelled folder (runtime only).")
@@ -42,10 +41,10 @@ def evaluate_model(
 ) -> None:
     """Classify every labelled image of DATA_DIR and write STEM.report.json and STEM.report.html."""
     console = Console(soft_wrap=True, highlight=False)
-    with exit_on_error():
+    with exit_on_error("no report written (it is written once every image has run)"):
         classifier = Classifier(model)
         stem = report or sibling(model, f".eval-{data_dir.resolve().name}")
-        prepare_output(Path(f"{stem}.report.json"))  # before the images run: a bad --report fails at once
+        prepare_report(stem)  # before the images run: a bad --report fails at once
         evaluation = run_evaluation(classifier, data_dir, labels_from, batch_size, console)
         write_atomically(Path(f"{stem}.report.json"), json.dumps({"model": str(model), "data": str(data_dir), **evaluation}, indent=2).encode("utf-8"))
         threshold = classifier.metadata.decision_threshold

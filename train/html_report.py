@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from sklearn import metrics
 
+from runtime.output import prepare_output
 from train.atomic import write_atomically
 
 matplotlib.use("Agg")
@@ -34,6 +35,13 @@ GALLERY_LIMIT = 60
 def report_paths(stem: Path) -> dict[str, Path]:
     """`folder/model` -> the page and its PNG plots: folder/model.report.html, folder/model.roc.png, ..."""
     return {name: Path(f"{stem}.{name}") for name in ("report.html", "curves.png", "confusion.png", "roc.png", "pr.png")}
+
+
+def prepare_report(stem: Path) -> None:
+    """Check, before the work, that STEM.report.json, the page and every plot can be written (see
+    `runtime.output.prepare_output`): a folder in the way of any of them fails in one line at once."""
+    for path in (Path(f"{stem}.report.json"), *report_paths(stem).values()):
+        prepare_output(path)
 
 
 def write_html_report(
@@ -63,7 +71,10 @@ def write_html_report(
     page = _page(evaluation, title, figures, image_root, comparison or {}, images)
     # A file name that is not UTF-8 (surrogate-escaped by Python) is written with backslash escapes.
     write_atomically(paths["report.html"], page.encode("utf-8", errors="backslashreplace"))
-    return [paths["report.html"], *(path for _, path in figures)]
+    drawn = {path for _, path in figures}
+    for stale in set(paths.values()) - drawn - {paths["report.html"]}:  # a plot an earlier run drew, this one not
+        stale.unlink(missing_ok=True)
+    return [paths["report.html"], *drawn]
 
 
 def _plot_all(

@@ -33,7 +33,7 @@ from train.engines import EngineConfig, WorkerSpec
 from train.augment import augmented_views
 from train.extractor import EXTRACTOR_FILE, onnx_extractor
 from train.fine_tune import FineTuneConfig, FineTuneResult, fine_tune
-from train.html_report import write_html_report
+from train.html_report import prepare_report, write_html_report
 from train.model_files import model_stem, report_path_for
 from train.threshold import choose_threshold
 from train.head import HeadConfig, describe_choice, predict_views, train_head
@@ -91,7 +91,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     started = time.perf_counter()
     seed = config.seed
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
-    prepare_output(config.export)  # a bad --export, variant or --workspace fails now, not after the training
+    prepare_output(config.export)  # a bad --export, report, variant or --workspace fails now, not after the training
+    prepare_report(model_stem(config.export))
     prepare_variant_outputs(config.export, config.edge.precisions)
     prepare_folder(config.workspace)
     _print_counts(dataset, console)
