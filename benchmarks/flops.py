@@ -57,7 +57,7 @@ def matmul_peak_gflops(size: int, seconds: float) -> dict[str, float]:
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in ("a", "b")],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), SessionSettings().options(), providers=["CPUExecutionProvider"])
     measured = {
         "numpy_gflops": rate(lambda: a @ b),

@@ -67,8 +67,7 @@ def mean_colour_model(path: Path, labels: list[str], weights: np.ndarray, thresh
         ],
         initializer=[helper.make_tensor("weights", TensorProto.FLOAT, [3, len(labels)], weights.T.flatten().tolist())],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     metadata = ModelMetadata(
         labels=labels,
         input_height=COLOR_SIZE,

@@ -255,7 +255,7 @@ def test_pixel_tensors_are_quantized_with_scale_one_so_every_pixel_value_stays_e
         [numpy_helper.from_array(kernel, "kernel")],
     )
     source, prepared = tmp_path / "float_views.onnx", tmp_path / "prepared.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), source)
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     train = load_dataset(assets_dir).split("train")[::24]
     dimmed = [load_for_model(image.path, (16, 16)) // 2 for image in train]  # brightest calibration pixel: 127

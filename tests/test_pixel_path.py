@@ -83,7 +83,7 @@ def _model(nodes: list[onnx.NodeProto], outputs: tuple[str, ...] = ("out",), inp
         [helper.make_tensor("scale", onnx.TensorProto.FLOAT, [1, 1, 1, 3], [0.5, 1.0, 2.0]),
          helper.make_tensor("offset", onnx.TensorProto.FLOAT, [3], [-1.0, 0.0, 1.0]), *constants],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _cast(source: str, target: str, to: int = onnx.TensorProto.FLOAT) -> onnx.NodeProto:
