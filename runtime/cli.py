@@ -14,7 +14,7 @@ from typing import Callable, Iterator, List, Optional, TypeVar
 import typer
 
 from runtime.classifier import Classifier, FileResult
-from runtime.distributed import Engine, EngineError, RayInput
+from runtime.distributed import Engine, EngineError, RayInput, require_ray
 from runtime.errors import ModelError, OutputError
 from runtime.imaging import IMAGE_EXTENSIONS, image_files
 from runtime.output import make_folder_for
@@ -67,18 +67,10 @@ def classify(
     if not inputs and list_file is None:
         raise typer.BadParameter("give image files or folders, or --list FILE")
     typer.echo(f"Model: {model.name} | labels: {', '.join(classifier.labels)} | provider: {classifier.provider}", err=True)
-    if engine is Engine.ray:
-        from runtime.ray_classify import classify_on_ray  # Ray is an optional extra: import it only here
-
-        results = classify_on_ray(
-            classifier, model, RayInput(inputs or [], list_file), batch_size, workers, ray_address, providers
-        )
-    else:
-        results = classifier.classify_files(image_files(inputs or [], list_file), batch_size=batch_size)
     failures = seen = 0
     try:
         with _csv_writer(csv_path, classifier.labels) as write_row:
-            for result in results:
+            for result in _results(engine, classifier, model, RayInput(inputs or [], list_file), batch_size, workers, ray_address, providers):
                 seen += 1
                 failures += result.error is not None
                 _print_result(result, top_k, as_json)
@@ -103,6 +95,21 @@ def classify(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def _results(
+    engine: Engine, classifier: Classifier, model: Path, named: RayInput, batch_size: int, workers: Optional[int],
+    ray_address: Optional[str], providers: str,
+) -> Iterator[FileResult]:
+    """Every image's result, in input order, from this process or from Ray actors (`EngineError` when Ray
+    is missing or cannot be reached)."""
+    if engine is Engine.local:
+        yield from classifier.classify_files(image_files(named.inputs, named.list_file), batch_size=batch_size)
+        return
+    require_ray()
+    from runtime.ray_classify import classify_on_ray  # Ray is an optional extra: import it only here
+
+    yield from classify_on_ray(classifier, model, named, batch_size, workers, ray_address, providers)
 
 
 def _refuse_outputs_over_inputs(model: Path, inputs: List[Path], csv_path: Optional[Path], save_optimized: Optional[Path]) -> None:

@@ -6,6 +6,7 @@ runtime and every default path run without it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ class Engine(str, Enum):
 
 @dataclass(frozen=True)
 class RayInput:
-    """What `classify --engine ray` classifies: files and folders, and/or a list file (one path per line).
+    """What `classify` classifies: files and folders, and/or a list file (one path per line).
 
     A list file alone is read by Ray itself, as a stream, so the driver never holds the paths.
     """
@@ -47,14 +48,19 @@ class EngineError(RetrainOnnxError):
     """Ray is missing, its cluster cannot be reached, or a worker (process or actor) died."""
 
 
+def require_ray() -> None:
+    """`EngineError` (one line saying what to install) when Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise EngineError("--engine ray needs Ray: pip install ray (or the project's ray extra: pip install 'retrain-onnx[ray]')")
+
+
 @contextmanager
 def ray_connection(address: str | None) -> Iterator[None]:
     """Connect to the Ray cluster at `address` ("auto", "ray://head:10001", ...), or with None start a
     local Ray instance for the block. A connection that already exists is used and left open."""
-    try:
-        import ray
-    except ImportError as error:
-        raise EngineError("--engine ray needs Ray: pip install 'retrain-onnx[ray]'") from error
+    require_ray()
+    import ray
+
     if ray.is_initialized():
         yield
         return

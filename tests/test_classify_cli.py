@@ -331,3 +331,17 @@ def test_ctrl_c_stops_with_130_and_keeps_the_rows_written(color_model: Path, col
     assert process.returncode == 130
     assert stderr.splitlines()[-1].startswith("interrupted after ") and stderr.splitlines()[-1].endswith(f"{table} holds their rows")
     assert read_csv(table)[0]["label"] == "red"
+
+
+def test_engine_ray_without_ray_installed_is_one_line(color_model: Path, color_images: dict[str, Path]) -> None:
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *rest: None if name == 'ray' else real(name, *rest)\n"
+        f"sys.argv = ['classify', {str(color_model)!r}, {str(color_images['red'])!r}, '--engine', 'ray']\n"
+        "from runtime.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == "error: --engine ray needs Ray: pip install ray (or the project's ray extra: pip install 'retrain-onnx[ray]')"

@@ -69,6 +69,8 @@ def test_int8_model_loads_in_the_runtime_and_agrees_with_fp32(small_model: Path,
     assert conversion["test_images"] == len(test_images) and conversion["calibration_images"] >= 96
     report = json.loads(small_model.with_name("model.int8.report.json").read_text())
     assert report["agreement"] == pytest.approx(agreement) and report["test"]["images"] == len(test_images)
+    assert int8.metadata.test_metrics["accuracy"] == report["test"]["accuracy"]  # its own, not the fp32 model's
+    assert conversion["model"] == "model.int8.onnx"  # no build machine's path inside the shipped file
     assert [variant["precision"] for variant in json.loads(small_model.with_name("model.report.json").read_text())["edge_variants"]] == ["int8", "fp16"]
 
 
@@ -112,13 +114,16 @@ def test_unreadable_calibration_images_are_skipped_and_listed(small_model: Path,
     assert skipped and all(("zbad" in line or "zempty" in line) for line in skipped)
     assert conversion["calibration_images"] >= 200
     assert all(f"skipped {line}" in " ".join(result.stdout.split()) for line in skipped)
+    bad_in_test = sorted(str(image.path) for image in load_dataset(data).split("test") if image.path.name.startswith("z"))
+    assert bad_in_test and sorted(line.split(": ")[0] for line in conversion["test_skipped"]) == bad_in_test  # listed, not dropped silently
+    assert all(f"skipped {line}" in " ".join(result.stdout.split()) for line in conversion["test_skipped"])
 
 
 def test_quantize_model_refuses_a_model_that_is_already_a_variant(small_model: Path, assets_dir: Path) -> None:
     for precision in ("int8", "fp16"):
         result = _run("quantize-model", small_model.with_name(f"model.{precision}.onnx"), "--calibrate", assets_dir)
         assert result.returncode == 2
-        assert result.stderr.strip() == f"error: {small_model.with_name(f'model.{precision}.onnx')}: already a {precision} model; quantize model.onnx instead"
+        assert result.stderr.strip() == f"error: {small_model.with_name(f'model.{precision}.onnx')}: already an {precision} model; quantize model.onnx instead"
 
 
 def test_quantize_model_rejects_a_folder_with_other_classes(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
@@ -294,3 +299,33 @@ def test_pixel_tensors_follow_only_exact_casts_and_value_moving_ops() -> None:
         initializer=[helper.make_tensor("mean", TensorProto.FLOAT, [], [128.0])],
     )
     assert pixel_tensors(helper.make_model(graph)) == ["pixels", "turned", "views", "wide_float"]
+
+
+def test_gate_refuses_each_variant_checks_the_next_and_a_nan_tolerance_is_a_usage_error(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    model = shutil.copy(small_model, tmp_path / "model.onnx")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1, "--half")
+    assert result.returncode == 2
+    (message,) = result.stderr.strip().splitlines()
+    assert "model.int8.onnx: int8 loses" in message and " | " in message and "model.fp16.onnx: fp16 loses" in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+    nan = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", "nan")
+    assert nan.returncode == 2 and "--tolerance" in nan.stderr and "not a number of points" in nan.stderr
+
+
+def test_quantize_model_leaves_out_test_images_the_model_was_trained_on(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    """Renamed files move between splits (the split hashes the names): without the model's fingerprints of
+    its training images, the check would run partly on images the model was trained on."""
+    data = tmp_path / "renamed"
+    for image in load_dataset(assets_dir).images:
+        (data / image.label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image.path, data / image.label / f"img_{image.path.name}")
+    original = load_dataset(assets_dir)
+    seen_bytes = {image.path.read_bytes() for name in ("train", "validation") for image in original.split(name)}
+    rebuilt = load_dataset(data).split("test")
+    held_out = [image for image in rebuilt if image.path.read_bytes() not in seen_bytes]
+    assert 0 < len(held_out) < len(rebuilt)
+    model = shutil.copy(small_model, tmp_path / "model.onnx")
+    result = _run("quantize-model", model, "--calibrate", data, "--no-int8", "--half", "--tolerance", 100)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{len(rebuilt) - len(held_out)} of the {len(rebuilt)} test images were used to train or validate the model" in " ".join(result.stdout.split())
+    assert Classifier(tmp_path / "model.fp16.onnx", providers="cpu").metadata.conversion["test_images"] == len(held_out)

@@ -32,6 +32,8 @@ class BottleneckResult:
     """Features of every readable image ((views, feature_dim) each), plus what was computed, reused and skipped."""
 
     features: dict[Path, np.ndarray] = field(default_factory=dict)
+    #: SHA-256 of the bytes of every image that could be read (the cache key).
+    content_hashes: dict[Path, str] = field(default_factory=dict)
     computed: int = 0
     reused: int = 0
     #: Images skipped because an earlier run found their bytes unreadable (see `BottleneckCache.unreadable`).
@@ -68,6 +70,7 @@ def compute_bottlenecks(
         except OSError as error:
             result.failures.append(ImageError(path, f"cannot read file ({error.strerror})"))
             continue
+        result.content_hashes[path] = content_hash
         if content_hash in copies:
             copies[content_hash].append(path)
             continue

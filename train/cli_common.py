@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,8 +18,14 @@ EXIT_INTERRUPTED = 130
 
 HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
 CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number of points")
+    return value
+
+
 TOLERANCE_OPTION = typer.Option(
-    TOLERANCE_POINTS, "--tolerance", help="Largest test accuracy loss, in points, a variant may have before it is refused."
+    TOLERANCE_POINTS, "--tolerance", callback=_finite, help="Largest test accuracy loss, in points, a variant may have before it is refused."
 )
 FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it loses more than --tolerance.")
 

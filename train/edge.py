@@ -28,11 +28,11 @@ from runtime.metadata import ModelMetadata
 from runtime.output import prepare_output
 from train.atomic import atomic_output, file_sha256, write_atomically
 from train.console import print_skipped
-from train.data import Dataset, LabeledImage
+from train.data import Dataset, LabeledImage, fingerprint
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
 from train.model_files import report_path_for, variant_path
-from train.int8 import quantize_int8
+from train.int8 import quantize_int8, usable_calibration
 from train.onnx_metadata import write_metadata
 
 #: Training images used to calibrate int8 activation ranges.
@@ -43,7 +43,16 @@ PRECISIONS = ("int8", "fp16")
 
 
 class AccuracyGateError(RetrainOnnxError):
-    """A variant lost more accuracy than allowed; it was not written."""
+    """A variant lost more accuracy than allowed; it was not written. `written` holds the summaries of the
+    variants that passed (and were written), `refusals` one line per refused variant."""
+
+    def __init__(self, refusals: list[str], written: list[dict[str, object]]) -> None:
+        super().__init__(" | ".join(refusals))
+        self.refusals, self.written = refusals, written
+
+
+class _Refused(Exception):
+    """One variant's refusal by the gate, raised inside its atomic write so nothing is written."""
 
 
 @dataclass(frozen=True)
@@ -88,19 +97,20 @@ def prepare_variant_outputs(model_path: Path, precisions: Sequence[str]) -> None
 def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, console: Console) -> list[dict[str, object]]:
     """Make, check and write each variant `config` asks for; return one summary per written variant.
 
-    Raises `AccuracyGateError` (after writing the variants checked before it) when a variant loses more
+    Test images the model was trained or validated on (its metadata keeps their fingerprints) are left
+    out of the check, with a warning: a renamed, relabelled or changed folder rebuilds another split.
+    Raises `AccuracyGateError` (after writing every variant that passed) when a variant loses more
     than `config.tolerance_points` of accuracy or balanced accuracy and `config.force` is off, and
     `RetrainOnnxError` when `model_path` is itself an int8 or fp16 variant.
     """
     reference = Classifier(model_path, providers="cpu")
     if reference.metadata.precision != "fp32":
         made_from = reference.metadata.conversion.get("source", {}).get("model", "the fp32 model it was made from")
-        raise RetrainOnnxError(f"{model_path}: already a {reference.metadata.precision} model; quantize {made_from} instead")
-    test = dataset.split("test")
-    if not test:
-        raise RetrainOnnxError(f"{dataset.root}: the test split is empty; cannot check edge variants")
+        raise RetrainOnnxError(f"{model_path}: already an {reference.metadata.precision} model; quantize {made_from} instead")
+    test = held_out(dataset, reference.metadata.split.get("seen_fingerprints"), console)
     prepare_variant_outputs(model_path, config.precisions)
-    files, fp32_probabilities = _classify(reference, [image.path for image in test])
+    files, fp32_probabilities, unreadable = _classify(reference, [image.path for image in test])
+    print_skipped(unreadable, console)
     by_path = {str(image.path): image for image in test}
     truth = np.array([dataset.labels.index(by_path[file].label) for file in files])
     relative = [by_path[file].relative for file in files]
@@ -108,40 +118,47 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative, threshold)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
     source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
-    summaries = []
+    summaries, refusals = [], []
     for precision in config.precisions:
         target = variant_path(model_path, precision)
         started = time.perf_counter()
-        with atomic_output(target) as temporary:
-            conversion = _convert(precision, model_path, temporary, calibration, reference.input_size, console)
-            _stamp(temporary, replace(reference.metadata, precision=precision, conversion={}))
-            _, probabilities = _classify(Classifier(temporary, providers="cpu"), files)
-            report = evaluate(probabilities, truth, dataset.labels, relative, threshold)
-            comparison = compare(fp32_report, report, fp32_probabilities, probabilities)
-            summary = {
-                "precision": precision,
-                "model": str(target),
-                "source": source,
-                "bytes": temporary.stat().st_size,
-                "size_vs_fp32": round(temporary.stat().st_size / source["bytes"], 4),
-                **conversion,
-                **comparison,
-                "tolerance_points": config.tolerance_points,
-                "forced": False,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-            if comparison["loss_points"] > config.tolerance_points:
-                loss = (
-                    f"{target}: {precision} loses {comparison['loss_points']:.2f} points of accuracy on "
-                    f"{len(files)} test images (fp32 {fp32_report['accuracy']:.4f} -> {report['accuracy']:.4f}, "
-                    f"balanced {fp32_report['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
-                    f"the tolerance of {config.tolerance_points:g}"
-                )
-                if not config.force:
-                    raise AccuracyGateError(f"{loss}; not written (--force writes it anyway)")
-                console.print(f"[yellow]warning:[/] {loss}; written because of --force")
-                summary["forced"] = True
-            _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary))
+        try:
+            with atomic_output(target) as temporary:
+                conversion = _convert(precision, model_path, temporary, calibration, reference.input_size, console)
+                _stamp(temporary, replace(reference.metadata, precision=precision, conversion={}))
+                _, probabilities, _ = _classify(Classifier(temporary, providers="cpu"), files)
+                report = evaluate(probabilities, truth, dataset.labels, relative, threshold)
+                comparison = compare(fp32_report, report, fp32_probabilities, probabilities)
+                summary = {
+                    "precision": precision,
+                    "model": target.name,
+                    "source": source,
+                    "bytes": temporary.stat().st_size,
+                    "size_vs_fp32": round(temporary.stat().st_size / source["bytes"], 4),
+                    **conversion,
+                    **comparison,
+                    "tolerance_points": config.tolerance_points,
+                    "test_skipped": [str(error) for error in unreadable],
+                    "forced": False,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+                if comparison["loss_points"] > config.tolerance_points:
+                    loss = (
+                        f"{target}: {precision} loses {comparison['loss_points']:.2f} points on "
+                        f"{len(files)} test images (accuracy {fp32_report['accuracy']:.4f} -> {report['accuracy']:.4f}, "
+                        f"balanced {fp32_report['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
+                        f"the tolerance of {config.tolerance_points:g}"
+                    )
+                    if not config.force:
+                        raise _Refused(f"{loss}; not written (--force writes it anyway)")
+                    console.print(f"[yellow]warning:[/] {loss}; written because of --force")
+                    summary["forced"] = True
+                own_metrics = {key: report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")}
+                _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary, test_metrics=own_metrics))
+        except _Refused as refusal:  # raised inside the block, so the temporary file is removed, not renamed
+            refusals.append(str(refusal))
+            console.print(f"[red]refused:[/] {refusal}")
+            continue  # the next variant is still made
         write_atomically(report_path_for(target), json.dumps({**summary, "test": report}, indent=2).encode())
         console.print(
             f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
@@ -149,7 +166,37 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
             f"(fp32 {fp32_report['balanced_accuracy']:.4f}) | agreement {comparison['agreement']:.1%} on {len(files)} images"
         )
         summaries.append(summary)
+    if refusals:
+        raise AccuracyGateError(refusals, summaries)
     return summaries
+
+
+def held_out(dataset: Dataset, seen: Sequence[str] | None, console: Console) -> list[LabeledImage]:
+    """The test split of `dataset` without the images the model was trained or validated on (`seen`: their
+    fingerprints, from the model's metadata; None for models exported before it was recorded)."""
+    test = dataset.split("test")
+    if seen is None:
+        console.print("[yellow]note[/yellow] the model records no fingerprints of its training images (exported by an older "
+                      "version); the check trusts that this folder is the one it was trained on, unchanged")
+    else:
+        known = set(seen)
+        unseen = [image for image in test if _fingerprint_of(image.path) not in known]
+        if len(unseen) < len(test):
+            console.print(
+                f"[yellow]warning[/yellow] {len(test) - len(unseen)} of the {len(test)} test images were used to train or "
+                f"validate the model (the folder was renamed, relabelled or changed since training); left out of the check"
+            )
+        test = unseen
+    if not test:
+        raise RetrainOnnxError(f"{dataset.root}: no held-out test images (the test split is empty or the model saw them all); cannot check edge variants")
+    return test
+
+
+def _fingerprint_of(path: Path) -> str | None:
+    try:
+        return fingerprint(file_sha256(path))
+    except OSError:
+        return None  # unreadable: classifying it reports the problem
 
 
 def compare(fp32: dict, variant: dict, fp32_probabilities: np.ndarray, probabilities: np.ndarray) -> dict[str, object]:
@@ -177,6 +224,7 @@ def _convert(
     print_skipped(skipped, console)
     if not pixels:
         raise RetrainOnnxError(f"{source}: none of the {len(calibration)} calibration images could be read; cannot calibrate int8")
+    pixels = usable_calibration(pixels)  # what quantize_int8 uses: a multiple of its calibration stride
     console.print(f"int8: calibrating on {len(pixels)} training images (stratified), QDQ, per-channel weights")
     kept = quantize_int8(source, target, pixels)
     return {
@@ -187,12 +235,13 @@ def _convert(
     }
 
 
-def _classify(classifier: Classifier, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
-    """Probabilities for the decodable `paths` (undecodable ones are left out), with their file names."""
-    results = [result for result in classifier.classify_files(paths) if result.prediction is not None]
+def _classify(classifier: Classifier, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray, list[ImageError]]:
+    """Probabilities for the decodable `paths`, with their file names, and the errors of the others."""
+    everything = list(classifier.classify_files(paths))
+    results = [result for result in everything if result.prediction is not None]
     labels = classifier.labels
     probabilities = np.array([[result.prediction.probabilities[label] for label in labels] for result in results], np.float32)
-    return [result.file for result in results], probabilities
+    return [result.file for result in results], probabilities, [result.error for result in everything if result.error is not None]
 
 
 def _stamp(path: Path, metadata: ModelMetadata) -> None:

@@ -25,8 +25,8 @@ from train.atomic import write_atomically
 from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
-from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, load_dataset, unlabelled_note
-from train.edge import EdgeConfig, make_variants, prepare_variant_outputs
+from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, fingerprint, load_dataset, unlabelled_note
+from train.edge import AccuracyGateError, EdgeConfig, make_variants, prepare_variant_outputs
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
 from train.engines import EngineConfig, WorkerSpec
@@ -155,7 +155,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         fine_tuning["fine_tuned"] = _summary(test_report)
         console.print(f"Test split, head only vs fine-tuned: {fine_tuning['head_only']} -> {fine_tuning['fine_tuned']}")
 
-    metadata = _metadata(config, dataset, backbone, len(views), test_report, threshold)
+    seen = {fingerprint(bottlenecks.content_hashes[image.path]) for image in (*train_images, *val_images)}
+    metadata = _metadata(config, dataset, backbone, len(views), test_report, threshold, sorted(seen))
     parity_pixels = np.stack([load_for_model(image.path, backbone.input_size) for image in test_images[:PARITY_IMAGES]])
     exported = export_onnx(fused, metadata, config.export, parity_pixels)
     console.print(
@@ -191,9 +192,14 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     console.print(f"Report: {report_path} and {page}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
     if config.edge.precisions:
-        report["edge_variants"] = make_variants(exported.path, dataset, replace(config.edge, seed=seed), console)
-        report["seconds"] = round(time.perf_counter() - started, 2)
-        write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
+        try:
+            report["edge_variants"] = make_variants(exported.path, dataset, replace(config.edge, seed=seed), console)
+        except AccuracyGateError as refused:  # the report still says what was made and what was refused
+            report["edge_variants"], report["edge_refused"] = refused.written, refused.refusals
+            raise
+        finally:
+            report["seconds"] = round(time.perf_counter() - started, 2)
+            write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
 
 
@@ -226,9 +232,11 @@ def _split_features(
 
 
 def _metadata(
-    config: TrainConfig, dataset: Dataset, backbone: Backbone, views: int, test_report: dict[str, object], threshold: DecisionThreshold | None
+    config: TrainConfig, dataset: Dataset, backbone: Backbone, views: int, test_report: dict[str, object], threshold: DecisionThreshold | None,
+    seen: list[str],
 ) -> ModelMetadata:
-    """What the exported model carries about itself."""
+    """What the exported model carries about itself; `seen` holds the fingerprints of the training and
+    validation images, so a later check on a rebuilt test split (`quantize-model`) can leave them out."""
     return ModelMetadata(
         labels=dataset.labels,
         input_height=backbone.input_size[0],
@@ -243,6 +251,7 @@ def _metadata(
             "seed": config.seed,
             "labels_from": config.labels_from.value,
             "group_pattern": config.group_pattern,
+            "seen_fingerprints": seen,
         },
         toolkit_version=__version__,
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
