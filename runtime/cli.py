@@ -73,8 +73,8 @@ def classify(
             for result in _results(engine, classifier, model, RayInput(inputs or [], list_file), batch_size, workers, ray_address, providers):
                 seen += 1
                 failures += result.error is not None
+                write_row(result)  # first: a result on the screen is in the CSV too, even if Ctrl-C comes next
                 _print_result(result, top_k, as_json)
-                write_row(result)
     except (EngineError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MODEL_ERROR)
