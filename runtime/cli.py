@@ -166,13 +166,12 @@ def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[File
         _on_disk(path, lambda: writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"]))
 
         def write_row(result: FileResult) -> None:
-            if result.prediction is None:
-                error = result.error.problem if result.error else ""
-                _on_disk(path, lambda: writer.writerow([result.file, "", "", *[""] * len(labels), error]))
-                return
             p = result.prediction
-            probabilities = [f"{p.probabilities[label]:.6f}" for label in labels]
-            _on_disk(path, lambda: writer.writerow([result.file, p.label, f"{p.score:.6f}", *probabilities, ""]))
+            if p is None:
+                row = [result.file, "", "", *[""] * len(labels), result.error.problem if result.error else ""]
+            else:
+                row = [result.file, p.label, f"{p.score:.6f}", *[f"{p.probabilities[label]:.6f}" for label in labels], ""]
+            _on_disk(path, lambda: writer.writerow(row))
 
         yield write_row
     finally:
