@@ -310,6 +310,8 @@ def test_gate_refuses_each_variant_checks_the_next_and_a_nan_tolerance_is_a_usag
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
     nan = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", "nan")
     assert nan.returncode == 2 and "--tolerance" in nan.stderr and "not a number of points" in nan.stderr
+    idle = _run("quantize-model", tmp_path / "never-read.onnx", "--calibrate", assets_dir, "--no-int8")
+    assert idle.returncode == 2 and "nothing to do: --no-int8 without --half" in idle.stderr
 
 
 def test_quantize_model_leaves_out_test_images_the_model_was_trained_on(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:

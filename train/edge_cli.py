@@ -17,7 +17,6 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from runtime import Classifier  # noqa: E402
-from runtime.errors import RetrainOnnxError  # noqa: E402
 from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error  # noqa: E402
 from train.data import DatasetError, LabelSource, load_dataset  # noqa: E402
 from train.edge import EdgeConfig, make_variants  # noqa: E402
@@ -36,6 +35,8 @@ def quantize_model(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Write MODEL.int8.onnx (and MODEL.fp16.onnx with --half) with a report beside each."""
+    if not int8 and not half:
+        raise typer.BadParameter("nothing to do: --no-int8 without --half", param_hint="'--no-int8'")
     console = Console(soft_wrap=True, highlight=False)
     with exit_on_error("variants finished before it are kept; none is half-written"):
         metadata = Classifier(model, providers="cpu").metadata
@@ -53,8 +54,6 @@ def quantize_model(
         if dataset.labels != metadata.labels:
             raise DatasetError(f"{calibrate}: classes {dataset.labels} differ from the model's labels {metadata.labels}")
         config = EdgeConfig(int8=int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force, seed=seed)
-        if not config.precisions:
-            raise RetrainOnnxError("nothing to do: --no-int8 without --half")
         make_variants(model, dataset, config, console)
 
 
