@@ -94,6 +94,25 @@ def prepare_variant_outputs(model_path: Path, precisions: Sequence[str]) -> None
             prepare_output(path)
 
 
+@dataclass(frozen=True)
+class _Baseline:
+    """The fp32 model on the held-out test images: what every variant is compared with."""
+
+    model: Classifier
+    labels: list[str]
+    files: list[str]
+    truth: np.ndarray
+    relative: list[str]
+    probabilities: np.ndarray
+    report: dict[str, object]
+    unreadable: list[ImageError]
+    source: dict[str, object]
+
+    def evaluate(self, probabilities: np.ndarray) -> dict[str, object]:
+        """`train.evaluate.evaluate` of `probabilities` on these images, with the model's decision threshold."""
+        return evaluate(probabilities, self.truth, self.labels, self.relative, self.model.metadata.decision_threshold)
+
+
 def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, console: Console) -> list[dict[str, object]]:
     """Make, check and write each variant `config` asks for; return one summary per written variant.
 
@@ -109,66 +128,77 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
         raise RetrainOnnxError(f"{model_path}: already an {reference.metadata.precision} model; quantize {made_from} instead")
     test = held_out(dataset, reference.metadata.split.get("seen_fingerprints"), console)
     prepare_variant_outputs(model_path, config.precisions)
-    files, fp32_probabilities, unreadable = _classify(reference, [image.path for image in test])
-    print_skipped(unreadable, console)
-    by_path = {str(image.path): image for image in test}
-    truth = np.array([dataset.labels.index(by_path[file].label) for file in files])
-    relative = [by_path[file].relative for file in files]
-    threshold = reference.metadata.decision_threshold
-    fp32_report = evaluate(fp32_probabilities, truth, dataset.labels, relative, threshold)
+    baseline = _baseline(reference, model_path, dataset.labels, test, console)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
-    source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
     summaries, refusals = [], []
     for precision in config.precisions:
-        target = variant_path(model_path, precision)
-        started = time.perf_counter()
         try:
-            with atomic_output(target) as temporary:
-                conversion = _convert(precision, model_path, temporary, calibration, reference.input_size, console)
-                _stamp(temporary, replace(reference.metadata, precision=precision, conversion={}))
-                _, probabilities, _ = _classify(Classifier(temporary, providers="cpu"), files)
-                report = evaluate(probabilities, truth, dataset.labels, relative, threshold)
-                comparison = compare(fp32_report, report, fp32_probabilities, probabilities)
-                summary = {
-                    "precision": precision,
-                    "model": target.name,
-                    "source": source,
-                    "bytes": temporary.stat().st_size,
-                    "size_vs_fp32": round(temporary.stat().st_size / source["bytes"], 4),
-                    **conversion,
-                    **comparison,
-                    "tolerance_points": config.tolerance_points,
-                    "test_skipped": [str(error) for error in unreadable],
-                    "forced": False,
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-                if comparison["loss_points"] > config.tolerance_points:
-                    loss = (
-                        f"{target}: {precision} loses {comparison['loss_points']:.2f} points on "
-                        f"{len(files)} test images (accuracy {fp32_report['accuracy']:.4f} -> {report['accuracy']:.4f}, "
-                        f"balanced {fp32_report['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
-                        f"the tolerance of {config.tolerance_points:g}"
-                    )
-                    if not config.force:
-                        raise _Refused(f"{loss}; not written (--force writes it anyway)")
-                    console.print(f"[yellow]warning:[/] {loss}; written because of --force")
-                    summary["forced"] = True
-                own_metrics = {key: report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")}
-                _stamp(temporary, replace(reference.metadata, precision=precision, conversion=summary, test_metrics=own_metrics))
-        except _Refused as refusal:  # raised inside the block, so the temporary file is removed, not renamed
+            summaries.append(_make_variant(precision, model_path, baseline, calibration, config, console))
+        except _Refused as refusal:
             refusals.append(str(refusal))
-            console.print(f"[red]refused:[/] {refusal}")
-            continue  # the next variant is still made
-        write_atomically(report_path_for(target), json.dumps({**summary, "test": report}, indent=2).encode())
-        console.print(
-            f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
-            f"(fp32 {fp32_report['accuracy']:.4f}) | balanced {report['balanced_accuracy']:.4f} "
-            f"(fp32 {fp32_report['balanced_accuracy']:.4f}) | agreement {comparison['agreement']:.1%} on {len(files)} images"
-        )
-        summaries.append(summary)
+            console.print(f"[red]refused:[/] {refusal}")  # and the next variant is still made
     if refusals:
         raise AccuracyGateError(refusals, summaries)
     return summaries
+
+
+def _baseline(reference: Classifier, model_path: Path, labels: list[str], test: list[LabeledImage], console: Console) -> _Baseline:
+    files, probabilities, unreadable = _classify(reference, [image.path for image in test])
+    print_skipped(unreadable, console)
+    by_path = {str(image.path): image for image in test}
+    truth = np.array([labels.index(by_path[file].label) for file in files])
+    relative = [by_path[file].relative for file in files]
+    report = evaluate(probabilities, truth, labels, relative, reference.metadata.decision_threshold)
+    source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
+    return _Baseline(reference, labels, files, truth, relative, probabilities, report, unreadable, source)
+
+
+def _make_variant(
+    precision: str, model_path: Path, baseline: _Baseline, calibration: list[LabeledImage], config: EdgeConfig, console: Console
+) -> dict[str, object]:
+    """Convert, check and write one variant with its report; `_Refused` (nothing written) when the gate refuses it."""
+    target = variant_path(model_path, precision)
+    started = time.perf_counter()
+    with atomic_output(target) as temporary:  # `_Refused` raised inside removes the temporary file
+        conversion = _convert(precision, model_path, temporary, calibration, baseline.model.input_size, console)
+        _stamp(temporary, replace(baseline.model.metadata, precision=precision, conversion={}))
+        _, probabilities, _ = _classify(Classifier(temporary, providers="cpu"), baseline.files)
+        report = baseline.evaluate(probabilities)
+        comparison = compare(baseline.report, report, baseline.probabilities, probabilities)
+        summary = {
+            "precision": precision,
+            "model": target.name,
+            "source": baseline.source,
+            "bytes": temporary.stat().st_size,
+            "size_vs_fp32": round(temporary.stat().st_size / baseline.source["bytes"], 4),
+            **conversion,
+            **comparison,
+            "tolerance_points": config.tolerance_points,
+            "test_skipped": [str(error) for error in baseline.unreadable],
+            "forced": False,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        fp32 = baseline.report
+        if comparison["loss_points"] > config.tolerance_points:
+            loss = (
+                f"{target}: {precision} loses {comparison['loss_points']:.2f} points on "
+                f"{len(baseline.files)} test images (accuracy {fp32['accuracy']:.4f} -> {report['accuracy']:.4f}, "
+                f"balanced {fp32['balanced_accuracy']:.4f} -> {report['balanced_accuracy']:.4f}), more than "
+                f"the tolerance of {config.tolerance_points:g}"
+            )
+            if not config.force:
+                raise _Refused(f"{loss}; not written (--force writes it anyway)")
+            console.print(f"[yellow]warning:[/] {loss}; written because of --force")
+            summary["forced"] = True
+        own_metrics = {key: report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")}
+        _stamp(temporary, replace(baseline.model.metadata, precision=precision, conversion=summary, test_metrics=own_metrics))
+    write_atomically(report_path_for(target), json.dumps({**summary, "test": report}, indent=2).encode())
+    console.print(
+        f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
+        f"(fp32 {fp32['accuracy']:.4f}) | balanced {report['balanced_accuracy']:.4f} "
+        f"(fp32 {fp32['balanced_accuracy']:.4f}) | agreement {comparison['agreement']:.1%} on {len(baseline.files)} images"
+    )
+    return summary
 
 
 def held_out(dataset: Dataset, seen: Sequence[str] | None, console: Console) -> list[LabeledImage]:
