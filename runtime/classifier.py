@@ -113,8 +113,7 @@ class Classifier:
         """Classify images in batches of `batch_size`; raises `ImageError` on the first bad image."""
         _check_batch_size(batch_size)
         predictions: list[Prediction] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+        for chunk in chunked(images, batch_size):
             pixels = np.stack([load_for_model(image, self.input_size) for image in chunk])
             predictions.extend(self.predict_pixels(pixels, [describe_source(image) for image in chunk]))
         return predictions

@@ -173,10 +173,8 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
-    if image.mode.startswith("I;16"):  # 16-bit samples: the high byte, so a dark scan stays dark
-        image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), mode="L")
-    elif image.mode.startswith("I"):  # 32-bit integers, bit depth unknown: clipped, as integer arrays are
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+    if image.mode.startswith("I"):  # 16-bit samples (I;16*) keep their high byte, 32-bit integers are clipped
+        image = Image.fromarray(_to_uint8(np.asarray(image), name), mode="L")
     elif image.mode == "F":
         samples = _finite(np.asarray(image), name)
         image = Image.fromarray(np.clip(samples, 0, 255).astype(np.uint8), mode="L")
@@ -199,15 +197,15 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """Samples as uint8: bool to 0/255, uint16 to its high byte (as 16-bit image files), floats up to 1.0
-    scaled by 255, everything else clipped to 0..255."""
+    """Samples as uint8: bool to 0/255, 16-bit unsigned (either byte order) to its high byte, whatever the
+    values, so a dark 16-bit scan stays dark; floats up to 1.0 scaled by 255, everything else clipped to 0..255."""
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind not in _PIXEL_KINDS:
         raise ImageError(name, f"array of {array.dtype} is not pixels (use bool, integer or float)")
     if array.dtype.kind == "b":
         return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16:
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
         return (array >> 8).astype(np.uint8)
     if array.dtype.kind == "f" and _finite(array, name).max() <= 1.0:
         array = np.clip(array, 0.0, 1.0) * 255.0

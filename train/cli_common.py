@@ -18,6 +18,8 @@ EXIT_INTERRUPTED = 130
 
 HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
 CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a number of points")

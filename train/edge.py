@@ -14,6 +14,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -104,9 +105,13 @@ class _Baseline:
     truth: np.ndarray
     relative: list[str]
     probabilities: np.ndarray
-    report: dict[str, object]
     unreadable: list[ImageError]
     source: dict[str, object]
+
+    @cached_property
+    def report(self) -> dict[str, object]:
+        """The fp32 model's own evaluation on these images."""
+        return self.evaluate(self.probabilities)
 
     def evaluate(self, probabilities: np.ndarray) -> dict[str, object]:
         """`train.evaluate.evaluate` of `probabilities` on these images, with the model's decision threshold."""
@@ -148,9 +153,8 @@ def _baseline(reference: Classifier, model_path: Path, labels: list[str], test: 
     by_path = {str(image.path): image for image in test}
     truth = np.array([labels.index(by_path[file].label) for file in files])
     relative = [by_path[file].relative for file in files]
-    report = evaluate(probabilities, truth, labels, relative, reference.metadata.decision_threshold)
     source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
-    return _Baseline(reference, labels, files, truth, relative, probabilities, report, unreadable, source)
+    return _Baseline(reference, labels, files, truth, relative, probabilities, unreadable, source)
 
 
 def _make_variant(

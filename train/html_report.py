@@ -71,8 +71,8 @@ def write_html_report(
     page = _page(evaluation, title, figures, image_root, comparison or {}, images)
     # A file name that is not UTF-8 (surrogate-escaped by Python) is written with backslash escapes.
     write_atomically(paths["report.html"], page.encode("utf-8", errors="backslashreplace"))
-    drawn = {path for _, path in figures}
-    for stale in set(paths.values()) - drawn - {paths["report.html"]}:  # a plot an earlier run drew, this one not
+    drawn = [path for _, path in figures]
+    for stale in set(paths.values()) - set(drawn) - {paths["report.html"]}:  # a plot an earlier run drew, this one not
         stale.unlink(missing_ok=True)
     return [paths["report.html"], *drawn]
 
