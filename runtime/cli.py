@@ -21,10 +21,13 @@ from runtime.output import make_folder_for
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
 EXIT_IMAGE_FAILED = 1
-EXIT_MODEL_ERROR = 2
+#: The run could not do its job: the model, an output, the engine, or no images at all.
+EXIT_CANNOT_RUN = 2
 #: Ctrl-C (128 + SIGINT) and a reader that stopped early, e.g. `| head` (128 + SIGPIPE), as shells report them.
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+#: `--csv -`: the CSV goes to standard output.
+STDOUT = "-"
 
 app = typer.Typer(add_completion=False, help="Classify images with a model exported by train-model.")
 
@@ -38,7 +41,7 @@ def classify(
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Show K labels: the prediction (which follows the decision threshold), then the most probable others (--json lists them all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file; - prints the CSV to stdout instead of the text lines."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
     providers: str = typer.Option("auto", "--providers", help="auto, cpu or cuda."),
     threads: int = typer.Option(0, "--threads", min=0, help="onnxruntime intra-op threads; 0 = one per core."),
@@ -56,14 +59,17 @@ def classify(
         settings = SessionSettings(intra_op_threads=threads, optimization=optimization, optimized_model_path=save_optimized)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--optimization'") from error
-    _refuse_outputs_over_inputs(model, inputs or [], csv_path, save_optimized)
+    csv_to_stdout = csv_path is not None and str(csv_path) == STDOUT
+    if csv_to_stdout and as_json:
+        raise typer.BadParameter("--csv - and --json would both print to stdout; choose one", param_hint="'--csv'")
+    _refuse_outputs_over_inputs(model, inputs or [], None if csv_to_stdout else csv_path, save_optimized)
     try:
         classifier = Classifier(model, providers=providers, settings=settings)
     except ValueError as error:  # an unknown --providers choice
         raise typer.BadParameter(str(error), param_hint="'--providers'") from error
     except (ModelError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_MODEL_ERROR)
+        raise typer.Exit(EXIT_CANNOT_RUN)
     if not inputs and list_file is None:
         raise typer.BadParameter("give image files or folders, or --list FILE")
     typer.echo(f"Model: {model.name} | labels: {', '.join(classifier.labels)} | provider: {classifier.provider}", err=True)
@@ -74,19 +80,21 @@ def classify(
                 seen += 1
                 failures += result.error is not None
                 write_row(result)  # first: a result on the screen is in the CSV too, even if Ctrl-C comes next
-                _print_result(result, top_k, as_json)
+                _print_result(result, top_k, as_json, errors_only=csv_to_stdout)
     except (EngineError, OutputError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_MODEL_ERROR)
+        raise typer.Exit(EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
-        kept = f"; {csv_path} holds their rows" if csv_path else ""
+        kept = f"; {csv_path} holds their rows" if csv_path and not csv_to_stdout else ""
         typer.echo(f"interrupted after {seen} image(s){kept}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout is gone: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         raise typer.Exit(EXIT_BROKEN_PIPE)
-    if not seen:
-        typer.echo(f"no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
+    if not seen:  # an empty folder or list is most often the wrong one: a script must not take it for success
+        named = ", ".join(str(path) for path in [*(inputs or []), *([list_file] if list_file else [])])
+        typer.echo(f"error: {named}: no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
+        raise typer.Exit(EXIT_CANNOT_RUN)
     if failures:
         typer.echo(f"{failures} image(s) could not be classified", err=True)
         raise typer.Exit(EXIT_IMAGE_FAILED)
@@ -138,11 +146,14 @@ def _escape_unprintable_names() -> None:
         sys.stdout.reconfigure(errors="backslashreplace")
 
 
-def _print_result(result: FileResult, top_k: int, as_json: bool) -> None:
+def _print_result(result: FileResult, top_k: int, as_json: bool, errors_only: bool) -> None:
+    """One result on stdout (text or JSON), its error on stderr; with `errors_only` (stdout holds the CSV) only the error."""
     if result.error is not None:
         if as_json:
             typer.echo(json.dumps({"file": result.file, "error": result.error.problem}))
         typer.echo(f"error: {result.error}", err=True)
+        return
+    if errors_only:
         return
     prediction = result.prediction
     assert prediction is not None
@@ -155,27 +166,36 @@ def _print_result(result: FileResult, top_k: int, as_json: bool) -> None:
 
 @contextmanager
 def _csv_writer(path: Path | None, labels: list[str]) -> Iterator[Callable[[FileResult], None]]:
-    """Yield a function writing one result per CSV row; a no-op without a path."""
+    """Yield a function writing one result per CSV row: to the file `path`, to stdout for `-` (Unix line
+    ends; a reader that stops early raises `BrokenPipeError`), or nowhere without a path."""
     if path is None:
         yield lambda result: None
+        return
+    if str(path) == STDOUT:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(_csv_header(labels))
+        yield lambda result: writer.writerow(_csv_row(result, labels))
         return
     make_folder_for(path)
     handle = _on_disk(path, lambda: open(path, "w", newline="", encoding="utf-8", errors="backslashreplace"))
     try:
         writer = csv.writer(handle)
-        _on_disk(path, lambda: writer.writerow(["file", "label", "score", *[f"p_{label}" for label in labels], "error"]))
+        _on_disk(path, lambda: writer.writerow(_csv_header(labels)))
 
-        def write_row(result: FileResult) -> None:
-            p = result.prediction
-            if p is None:
-                row = [result.file, "", "", *[""] * len(labels), result.error.problem if result.error else ""]
-            else:
-                row = [result.file, p.label, f"{p.score:.6f}", *[f"{p.probabilities[label]:.6f}" for label in labels], ""]
-            _on_disk(path, lambda: writer.writerow(row))
-
-        yield write_row
+        yield lambda result: _on_disk(path, lambda: writer.writerow(_csv_row(result, labels)))
     finally:
         _on_disk(path, handle.close)  # flushes: a full disk shows here at the latest
+
+
+def _csv_header(labels: list[str]) -> list[str]:
+    return ["file", "label", "score", *[f"p_{label}" for label in labels], "error"]
+
+
+def _csv_row(result: FileResult, labels: list[str]) -> list[str]:
+    p = result.prediction
+    if p is None:
+        return [result.file, "", "", *[""] * len(labels), result.error.problem if result.error else ""]
+    return [result.file, p.label, f"{p.score:.6f}", *[f"{p.probabilities[label]:.6f}" for label in labels], ""]
 
 
 Written = TypeVar("Written")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -23,8 +24,8 @@ CLASSIFY = [sys.executable, "-m", "runtime"]
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
 
 
-def run_classify(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLASSIFY, *map(str, args)], capture_output=True, text=True)
+def run_classify(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLASSIFY, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def invoke_classify(*args: object) -> Result:
@@ -62,6 +63,18 @@ def test_folder_json_top_k_and_csv(color_model: Path, color_images: dict[str, Pa
     assert top.stdout.count("(") == 3
 
 
+def test_csv_dash_prints_the_csv_to_stdout_and_errors_to_stderr(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    done = run_classify(color_model, color_images["red"], broken, "--csv", "-", cwd=tmp_path)
+    assert done.returncode == 1
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))  # nothing but the CSV on stdout
+    assert [(Path(row["file"]).name, row["label"], bool(row["error"])) for row in rows] == [("red.jpg", "red", False), ("broken.jpg", "", True)]
+    assert f"error: {broken}" in done.stderr and not (tmp_path / "-").exists()
+    both = run_classify(color_model, color_images["red"], "--csv", "-", "--json")
+    assert both.returncode == 2 and "both print to stdout" in both.stderr
+
+
 def test_text_output_follows_the_decision_threshold_like_csv_and_json(threshold_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
     table = tmp_path / "out.csv"
     text = run_classify(threshold_model, color_images["red"], "--top-k", "2", "--csv", table)
@@ -87,8 +100,8 @@ def test_csv_that_cannot_be_written_stops_at_once_in_one_line(color_model: Path,
 def test_a_folder_without_images_says_so(color_model: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("no images here")
     done = run_classify(color_model, tmp_path)
-    assert done.returncode == 0 and done.stdout == ""
-    assert done.stderr.splitlines()[-1] == "no images found (folders are searched for .bmp, .jpeg, .jpg, .png, .webp)"
+    assert done.returncode == 2 and done.stdout == ""  # not success: a script must notice the wrong folder
+    assert done.stderr.splitlines()[-1] == f"error: {tmp_path}: no images found (folders are searched for .bmp, .jpeg, .jpg, .png, .webp)"
     as_model = run_classify(tmp_path, color_model)
     assert as_model.returncode == 2 and as_model.stderr.strip() == f"error: {tmp_path}: a folder, not a model file"
     listed = tmp_path / "list.txt"

@@ -71,6 +71,7 @@ def test_int8_model_loads_in_the_runtime_and_agrees_with_fp32(small_model: Path,
     assert report["agreement"] == pytest.approx(agreement) and report["test"]["images"] == len(test_images)
     assert int8.metadata.test_metrics["accuracy"] == report["test"]["accuracy"]  # its own, not the fp32 model's
     assert conversion["model"] == "model.int8.onnx"  # no build machine's path inside the shipped file
+    assert set(conversion["float32_nodes"]) <= {node.name for node in onnx.load(small_model).graph.node}  # named as in fp32
     assert [variant["precision"] for variant in json.loads(small_model.with_name("model.report.json").read_text())["edge_variants"]] == ["int8", "fp16"]
 
 

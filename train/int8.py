@@ -85,7 +85,7 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray])
     """Write the int8 version of the ONNX classifier `source` to `target` (metadata not copied).
 
     `calibration` holds resized uint8 (H, W, 3) training images. Returns the names of the nodes kept
-    in float32 by the sensitivity scan.
+    in float32 by the sensitivity scan, as `source` names them (the written graph's nodes are unnamed).
     """
     usable = usable_calibration(calibration)
     with tempfile.TemporaryDirectory(prefix="retrain-int8-") as scratch:
