@@ -132,7 +132,7 @@ def _open(source: ImageSource, name: str) -> Image.Image:
 def _read(source: ImageSource, name: str) -> bytes:
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
-            raise ImageError(name, "a folder, not an image file" if Path(source).is_dir() else "no such file")
+            raise ImageError(name, folder_problem(Path(source)) if Path(source).is_dir() else "no such file")
         data = Path(source).read_bytes()
     elif isinstance(source, (bytes, bytearray)):
         data = bytes(source)
@@ -224,7 +224,9 @@ def find_images(folder: str | Path) -> list[Path]:
     Symlinked folders are followed (a class folder may live elsewhere), except one that leads back to a
     folder above it, so a link loop cannot hang the scan; a folder reached by two paths is listed under
     both, as copies would be. Named pipes and devices with an image ending are left out (reading them
-    would block); a dangling symlink is kept, so decoding reports it like any unreadable file.
+    would block); a dangling symlink is kept, so decoding reports it like any unreadable file, and so is a
+    folder that cannot be listed (no permission), so that its images are reported lost rather than
+    silently missing.
     """
     found: list[Path] = []
 
@@ -232,7 +234,8 @@ def find_images(folder: str | Path) -> list[Path]:
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except OSError:
-            return  # unreadable folder: skipped, as os.walk does
+            found.append(directory)  # listed, not skipped silently: reading it reports the problem (`folder_problem`)
+            return
         for entry in entries:
             path = Path(entry.path)
             if _is_folder(entry):
@@ -245,6 +248,20 @@ def find_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     scan(root, frozenset({_folder_identity(root)}))
     return sorted(found)
+
+
+#: `folder_problem` of a folder that can be read.
+FOLDER = "a folder, not an image file"
+
+
+def folder_problem(folder: Path) -> str:
+    """What is wrong with reading the folder `folder` as an image: it is a folder, or one that cannot be
+    listed (then the images in it are lost, which the message says)."""
+    try:
+        os.scandir(folder).close()
+    except OSError as error:
+        return f"a folder that cannot be read ({error.strerror or first_line(error)}); the images in it are left out"
+    return FOLDER
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:

@@ -14,12 +14,15 @@ def make_folder_for(path: Path) -> None:
 
 
 def prepare_output(path: Path) -> None:
-    """`make_folder_for`, then check that a file can be written as `path`: not a folder of that name, and
-    a file can be created beside it (permissions, read-only disks). Call it before the work that ends in
-    writing `path`, so a bad output path fails in one line at once rather than after the work."""
+    """`make_folder_for`, then check that a file can be written as `path`: not a folder of that name, not
+    a device, pipe or socket (the file is written beside it and moved into place, which would replace the
+    node), and a file can be created beside it (permissions, read-only disks). Call it before the work that
+    ends in writing `path`, so a bad output path fails in one line at once rather than after the work."""
     make_folder_for(path)
     if path.is_dir():
         raise OutputError(path, "cannot write (a folder of that name is in the way)")
+    if path.exists() and not path.is_file():
+        raise OutputError(path, "cannot write (not a regular file: a device, pipe or socket is in the way)")
     _probe(path.parent, path)
 
 

@@ -78,6 +78,8 @@ def test_augment_threshold_report_and_evaluate_model(small_dataset: Path, tmp_pa
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((tmp_path / "m.report.json").read_text())
     assert report["head"]["augmented_views"] == 2
+    training_images = sum(report["images_used"]["train"].values())
+    assert report["bottlenecks"]["augmented"] == {"computed": training_images, "reused": 0, "views_each": 2}  # both passes counted
     threshold = report["decision_threshold"]
     assert threshold["positive"] == "CD" and threshold["validation"]["recall"] >= 0.9 and "recall >= 0.9" in threshold["rule"]
 

@@ -42,6 +42,7 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
         (["--split", "85,0,15", "--target-recall", "0.9"], "--target-recall is met on the validation split, which is empty"),
         (["--group-pattern", "("], "'(' is not a regular expression"),
         (["--c-values", "nan"], "'nan': give numbers separated by commas"),
+        (["--c-values", "0.01,1e-300"], "'0.01,1e-300': C values must lie between 1e-06 and 1e+06"),
         (["--seed", "-1"], "--seed"),
         (["--positive", "XX"], "--positive 'XX' is not one of the classes ['CD', 'UD']"),
         (["--split", "85,15,0"], "the test split is empty; add images or change --split"),
@@ -66,6 +67,15 @@ def test_unusable_workspace_export_and_data_paths_are_named_in_one_line(small_da
     for (data, workspace, model), message in cases.items():
         done = train_in_process(data, workspace, model)
         assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr
+    os.mkfifo(tmp_path / "pipe.onnx")
+    image = next((small_dataset / "CD").glob("*.jpg"))
+    for model, message in [
+        (tmp_path / "pipe.onnx", f"{tmp_path / 'pipe.onnx'}: cannot write (not a regular file: a device, pipe or socket is in the way)"),
+        (image, f"{image}: cannot write inside the data folder {small_dataset} (the next run would read the model's report plots as images)"),
+    ]:
+        done = train_in_process(small_dataset, tmp_path / "cache", model)
+        assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr
+    assert image.read_bytes().startswith(b"\xff\xd8") and (tmp_path / "pipe.onnx").is_fifo()  # neither replaced
     (tmp_path / "m.int8.onnx").mkdir()  # where --quantize int8 would write, known before any training
     done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--quantize", "int8")
     assert done.exit_code == 2 and done.stderr == f"error: {tmp_path / 'm.int8.onnx'}: cannot write (a folder of that name is in the way)\n"
@@ -107,6 +117,43 @@ def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Pa
     again = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"nothing computed; {len(validation)} unreadable in an earlier run, skipped" in " ".join(again.stdout.split())
+
+
+def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_console(small_dataset: Path, tmp_path: Path) -> None:
+    """Names are printed as they are (rich markup would drop `[ok]` or stop at `x[/y].jpg`); a folder with no
+    supported image and a folder that cannot be read are each named, never lost without a word."""
+    (small_dataset / "UD").rename(small_dataset / "intact [ok]")
+    (small_dataset / "CD" / "bad[red].jpg").write_bytes(b"not an image")
+    (small_dataset / "CD" / "x[").mkdir()
+    (small_dataset / "CD" / "x[" / "y].jpg").write_bytes(b"not an image either")
+    (small_dataset / "PD").mkdir()
+    (small_dataset / "PD" / "scan.tif").write_bytes(b"II*\x00")
+    locked = small_dataset / "CD" / "more"
+    locked.mkdir()
+    shutil.copy(next((small_dataset / "CD").glob("*.jpg")), locked / "extra.jpg")
+    locked.chmod(0)
+    try:
+        as_user = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+        if as_user and not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: a folder cannot be made unreadable")
+        command = [*as_user, sys.executable, "-m", "train", str(small_dataset), "--export", str(tmp_path / "m.onnx"),
+                   "--workspace", str(tmp_path / "cache"), *SMALL_MODEL, "--views", "1"]
+        done = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = " ".join(done.stdout.split())
+    for line in (
+        f"skipped {small_dataset / 'CD' / 'bad[red].jpg'}: not an image file",
+        f"skipped {small_dataset / 'CD' / 'x[' / 'y].jpg'}: not an image file",
+        f"skipped {locked}: a folder that cannot be read (Permission denied); the images in it are left out",
+        f"note {small_dataset / 'PD'}: no supported image (1 file(s) of other types, e.g. scan.tif), so no class 'PD'",
+        "Decision threshold: intact [ok] when",
+    ):
+        assert line in out, line
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert json.loads(report["metadata"]["labels"]) == ["CD", "intact [ok]"]
+    assert any(entry.startswith(f"{locked}: a folder that cannot be read") for entry in report["skipped_images"])
 
 
 def test_a_class_without_one_readable_image_is_refused_not_exported(small_dataset: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from runtime.errors import ImageError
 from runtime.imaging import try_load_for_model
 from train.atomic import bytes_sha256, file_sha256
 from train.cache import BottleneckCache
-from train.console import print_skipped
+from train.console import print_skipped, training_console
 from train.engines import EngineConfig, WorkerSpec, feature_batches
 
 
@@ -60,7 +60,7 @@ def compute_bottlenecks(
     run skips them without decoding them again. Each image is decoded once for all its views; byte-identical
     files are computed once. Only the file names to compute are held in memory, never all their bytes.
     """
-    console = console or Console(soft_wrap=True, highlight=False)
+    console = console or training_console()
     views = spec.views
     result = BottleneckResult()
     copies: dict[str, list[Path]] = {}  # content hash -> every path with those bytes, computed once

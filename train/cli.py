@@ -60,10 +60,14 @@ def _parse_split(text: str) -> tuple[float, float, float]:
     return shares
 
 
+#: The inverse regularisation strengths --c-values accepts (the default grid spans 3e-4 to 0.1).
+C_RANGE = (1e-6, 1e6)
+
+
 def _parse_c_values(text: str) -> tuple[float, ...]:
     values = tuple(_numbers(text, "--c-values", "0.001,0.01,0.1"))
-    if min(values) <= 0:
-        raise typer.BadParameter(f"{text!r}: C values must be positive", param_hint="--c-values")
+    if min(values) < C_RANGE[0] or max(values) > C_RANGE[1]:  # beyond it L-BFGS overflows or the head is constant
+        raise typer.BadParameter(f"{text!r}: C values must lie between {C_RANGE[0]:g} and {C_RANGE[1]:g}", param_hint="--c-values")
     return values
 
 

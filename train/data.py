@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from runtime.errors import RetrainOnnxError
-from runtime.imaging import find_images
+from runtime.errors import ImageError, RetrainOnnxError
+from runtime.imaging import FOLDER, IMAGE_EXTENSIONS, find_images, folder_problem
 from train.atomic import file_sha256
 
 SPLITS = ("train", "validation", "test")
@@ -48,6 +49,10 @@ class Dataset:
     images: list[LabeledImage]
     #: Relative paths of supported images left out for want of a label (see `labelled_images`).
     unlabelled: list[str] = field(default_factory=list)
+    #: Folders that could not be listed: the images in them are lost (see `labelled_images`).
+    unreadable: list[ImageError] = field(default_factory=list)
+    #: Notes on first-level folders that hold no supported image, so give no class (see `classless_folders`).
+    classless: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[LabeledImage]:
         """The images of one split ("train", "validation" or "test"), in path order."""
@@ -125,7 +130,7 @@ def load_dataset(
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise DatasetError(f"split fractions {fractions} must be non-negative and sum to 1")
     pattern = re.compile(group_pattern) if group_pattern else None
-    found, unlabelled = labelled_images(root, labels_from)
+    found, unlabelled, unreadable = labelled_images(root, labels_from)
     images = [replace(image, split=assign_split(_group_key(image.path.name, image.relative, pattern), seed, fractions)) for image in found]
     labels = sorted({image.label for image in images})
     if not images and unlabelled:
@@ -135,16 +140,21 @@ def load_dataset(
     if len(labels) < 2:
         where = "sub-folders" if labels_from is LabelSource.folder else "file-name prefixes"
         raise DatasetError(f"{root}: found only the class {labels} ; need at least two classes as {where}")
-    dataset = Dataset(root=root, labels=labels, images=images, unlabelled=unlabelled)
+    classless = classless_folders(root, labels) if labels_from is LabelSource.folder else []
+    dataset = Dataset(root=root, labels=labels, images=images, unlabelled=unlabelled, unreadable=unreadable, classless=classless)
     _check_class_sizes(dataset, fractions)
     _check_each_class_trains(dataset)
     return dataset
 
 
 def check_data_folder(root: Path) -> None:
-    """`DatasetError` unless `root` is a folder."""
+    """`DatasetError` unless `root` is a folder that can be listed."""
     if not root.is_dir():
         raise DatasetError(f"{root}: {'a file, not a data folder' if root.exists() else 'data folder not found'}")
+    try:
+        os.scandir(root).close()
+    except OSError as error:
+        raise DatasetError(f"{root}: cannot read the data folder ({error.strerror})") from error
 
 
 def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
@@ -152,19 +162,38 @@ def minimum_images_per_class(fractions: tuple[float, float, float]) -> int:
     return math.ceil(1 / min(fraction for fraction in fractions if fraction > 0) - 1e-9)
 
 
-def labelled_images(root: Path, labels_from: LabelSource = LabelSource.folder) -> tuple[list[LabeledImage], list[str]]:
+def labelled_images(
+    root: Path, labels_from: LabelSource = LabelSource.folder
+) -> tuple[list[LabeledImage], list[str], list[ImageError]]:
     """Every supported image under `root` that has a label, in path order (split not yet assigned: ""),
-    and the relative paths of those without one (directly in `root` with folder labels; names that do not
-    start with a letter with file-name labels)."""
-    images, unlabelled = [], []
+    the relative paths of those without one (directly in `root` with folder labels; names that do not
+    start with a letter with file-name labels), and the folders that could not be listed (no permission)."""
+    images, unlabelled, unreadable = [], [], []
     for path in find_images(root):
+        if path.is_dir():  # how `find_images` lists a folder it could not read
+            unreadable.append(ImageError(path, folder_problem(path)))
+            continue
         relative = path.relative_to(root).as_posix()
         label = _label_of(relative, labels_from)
         if label is None:
             unlabelled.append(relative)
         else:
             images.append(LabeledImage(path=path, relative=relative, label=label, split=""))
-    return images, unlabelled
+    return images, unlabelled, unreadable
+
+
+def classless_folders(root: Path, labels: list[str]) -> list[str]:
+    """A note for each first-level folder of `root` that gives no class because it holds no supported
+    image (empty, or only other file types such as .tif), so a class is never dropped without a word.
+    Hidden folders (`.git`, `.retrain-cache`) are not classes and are passed over."""
+    notes = []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".") and path.name not in labels):
+        if folder_problem(folder) != FOLDER:
+            continue  # unreadable: listed as skipped instead (`labelled_images`)
+        others = sorted(path.name for path in folder.rglob("*") if path.is_file())
+        held = f"{len(others)} file(s) of other types, e.g. {others[0]}" if others else "nothing"
+        notes.append(f"{folder}: no supported image ({held}), so no class {folder.name!r}; supported endings: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return notes
 
 
 def unlabelled_note(unlabelled: list[str], labels_from: LabelSource, shown: int = 3) -> str:

@@ -28,7 +28,7 @@ from runtime.imaging import try_load_for_model
 from runtime.metadata import ModelMetadata
 from runtime.output import prepare_output
 from train.atomic import atomic_output, file_sha256, write_atomically
-from train.console import print_skipped
+from train.console import flagged, print_skipped
 from train.data import Dataset, LabeledImage, fingerprint
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
@@ -141,7 +141,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
             summaries.append(_make_variant(precision, model_path, baseline, calibration, config, console))
         except _Refused as refusal:
             refusals.append(str(refusal))
-            console.print(f"[red]refused:[/] {refusal}")  # and the next variant is still made
+            console.print(flagged("refused:", refusal, "red"))  # and the next variant is still made
     if refusals:
         raise AccuracyGateError(refusals, summaries)
     return summaries
@@ -192,7 +192,7 @@ def _make_variant(
             )
             if not config.force:
                 raise _Refused(f"{loss}; not written (--force writes it anyway)")
-            console.print(f"[yellow]warning:[/] {loss}; written because of --force")
+            console.print(flagged("warning:", f"{loss}; written because of --force"))
             summary["forced"] = True
         own_metrics = {key: report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")}
         _stamp(temporary, replace(baseline.model.metadata, precision=precision, conversion=summary, test_metrics=own_metrics))
@@ -210,16 +210,16 @@ def held_out(dataset: Dataset, seen: Sequence[str] | None, console: Console) -> 
     fingerprints, from the model's metadata; None for models exported before it was recorded)."""
     test = dataset.split("test")
     if seen is None:
-        console.print("[yellow]note[/yellow] the model records no fingerprints of its training images (exported by an older "
-                      "version); the check trusts that this folder is the one it was trained on, unchanged")
+        console.print(flagged("note", "the model records no fingerprints of its training images (exported by an older "
+                              "version); the check trusts that this folder is the one it was trained on, unchanged"))
     else:
         known = set(seen)
         unseen = [image for image in test if _fingerprint_of(image.path) not in known]
         if len(unseen) < len(test):
-            console.print(
-                f"[yellow]warning[/yellow] {len(test) - len(unseen)} of the {len(test)} test images were used to train or "
-                f"validate the model (the folder was renamed, relabelled or changed since training); left out of the check"
-            )
+            console.print(flagged(
+                "warning", f"{len(test) - len(unseen)} of the {len(test)} test images were used to train or validate the "
+                "model (the folder was renamed, relabelled or changed since training); left out of the check",
+            ))
         test = unseen
     if not test:
         raise RetrainOnnxError(f"{dataset.root}: no held-out test images (the test split is empty or the model saw them all); cannot check edge variants")

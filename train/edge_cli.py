@@ -14,9 +14,9 @@ from train import ONNX_TOOLS, require_train_extra
 require_train_extra("quantize-model", ONNX_TOOLS)
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 from runtime import Classifier  # noqa: E402
+from train.console import training_console  # noqa: E402
 from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error  # noqa: E402
 from train.data import DatasetError, LabelSource, load_dataset  # noqa: E402
 from train.edge import EdgeConfig, make_variants  # noqa: E402
@@ -37,7 +37,7 @@ def quantize_model(
     """Write MODEL.int8.onnx (and MODEL.fp16.onnx with --half) with a report beside each."""
     if not int8 and not half:
         raise typer.BadParameter("nothing to do: --no-int8 without --half", param_hint="'--no-int8'")
-    console = Console(soft_wrap=True, highlight=False)
+    console = training_console()
     with exit_on_error("variants finished before it are kept; none is half-written"):
         metadata = Classifier(model, providers="cpu").metadata
         split = metadata.split or {}

@@ -23,6 +23,7 @@ from rich.console import Console  # noqa: E402
 from runtime.classifier import Classifier  # noqa: E402
 from train.atomic import write_atomically  # noqa: E402
 from train.cli_common import exit_on_error  # noqa: E402
+from train.console import flagged, print_skipped, training_console  # noqa: E402
 from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note  # noqa: E402
 from train.evaluate import evaluate, print_report  # noqa: E402
 from train.html_report import prepare_report, write_html_report  # noqa: E402
@@ -40,7 +41,7 @@ def evaluate_model(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
 ) -> None:
     """Classify every labelled image of DATA_DIR and write STEM.report.json and STEM.report.html."""
-    console = Console(soft_wrap=True, highlight=False)
+    console = training_console()
     with exit_on_error("no report written (it is written once every image has run)"):
         classifier = Classifier(model)
         stem = report or sibling(model, f".eval-{data_dir.resolve().name}")
@@ -58,19 +59,20 @@ def evaluate_model(
 def run_evaluation(classifier: Classifier, data_dir: Path, labels_from: LabelSource, batch_size: int, console: Console) -> dict[str, object]:
     """The metrics of `classifier` on every labelled image of `data_dir`; unreadable images are listed and skipped."""
     check_data_folder(data_dir)
-    images, unlabelled = labelled_images(data_dir, labels_from)
+    images, unlabelled, unreadable = labelled_images(data_dir, labels_from)
     if unlabelled:
-        console.print(f"[yellow]note[/yellow] {unlabelled_note(unlabelled, labels_from)}")
+        console.print(flagged("note", unlabelled_note(unlabelled, labels_from)))
+    print_skipped(unreadable, console)
     unknown = sorted({image.label for image in images} - set(classifier.labels))
     if unknown:
         raise DatasetError(f"{data_dir}: class(es) {', '.join(unknown)} are not among the model's labels {classifier.labels}")
     if not images:
         raise DatasetError(f"{data_dir}: no labelled images found")
-    rows, truth, files, skipped = [], [], [], []
+    rows, truth, files, skipped = [], [], [], [str(error) for error in unreadable]
     for image, result in zip(images, classifier.classify_files([image.path for image in images], batch_size)):
         if result.prediction is None:
             skipped.append(str(result.error))
-            console.print(f"[yellow]skipped[/yellow] {result.error}")
+            print_skipped([result.error], console)
             continue
         rows.append([result.prediction.probabilities[label] for label in classifier.labels])
         truth.append(classifier.labels.index(image.label))

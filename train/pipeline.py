@@ -17,14 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from runtime import Classifier, __version__
-from runtime.errors import ImageError
-from runtime.imaging import RESIZE_METHOD, load_for_model
+from runtime.errors import ImageError, OutputError
+from runtime.imaging import RESIZE_METHOD, is_image_file, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
 from runtime.output import prepare_folder, prepare_output
 from train.atomic import write_atomically
 from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
+from train.console import flagged, print_skipped, training_console
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, fingerprint, load_dataset, unlabelled_note
 from train.edge import AccuracyGateError, EdgeConfig, make_variants, prepare_variant_outputs
 from train.evaluate import evaluate, print_report
@@ -87,21 +88,25 @@ class TrainResult:
 
 def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train, evaluate and export as `config` says; print progress to `console`."""
-    console = console or Console(soft_wrap=True, highlight=False)
+    console = console or training_console()
     started = time.perf_counter()
     seed = config.seed
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
+    _refuse_export_into_the_data(config)
     prepare_output(config.export)  # a bad --export, report, variant or --workspace fails now, not after the training
     prepare_report(model_stem(config.export))
     prepare_variant_outputs(config.export, config.edge.precisions)
     prepare_folder(config.workspace)
     _print_counts(dataset, console)
     if dataset.unlabelled:
-        console.print(f"[yellow]note[/yellow] {unlabelled_note(dataset.unlabelled, config.labels_from)}")
+        console.print(flagged("note", unlabelled_note(dataset.unlabelled, config.labels_from)))
+    for note in dataset.classless:
+        console.print(flagged("note", note))
+    print_skipped(dataset.unreadable, console)
     _check_before_work(dataset, config)
     duplicates = dataset.duplicates_across_classes()
     for group in duplicates:
-        console.print(f"[yellow]warning[/yellow] the same image is filed under several classes: {' = '.join(group)}")
+        console.print(flagged("warning", f"the same image is filed under several classes: {' = '.join(group)}"))
 
     backbone = get_backbone(config.arch, config.weights, config.image_size, seed)
     views = symmetry_views(config.views, backbone.input_size)
@@ -117,10 +122,10 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     bottlenecks = compute_bottlenecks(
         [image.path for image in dataset.images], spec, cache, extract, config.bottleneck_batch_size, console, config.engine
     )
-    bottleneck_seconds = time.perf_counter() - bottleneck_started
     splits = _split_features(dataset, bottlenecks.features, (len(views), backbone.spec.feature_dim))
     train_x, train_y, train_images = splits["train"]
-    skipped = list(bottlenecks.failures)
+    skipped = [*dataset.unreadable, *bottlenecks.failures]
+    bottleneck_counts: dict[str, object] = {"computed": bottlenecks.computed, "reused": bottlenecks.reused}
     if config.augment:
         augmented = compute_bottlenecks(
             [image.path for image in train_images], replace(spec, views=tuple(augmented_views(config.augment, seed))),
@@ -128,6 +133,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         )
         train_x, train_y, train_images = _with_augmented(train_x, train_y, train_images, augmented.features)
         skipped += augmented.failures
+        bottleneck_counts["augmented"] = {"computed": augmented.computed, "reused": augmented.reused, "views_each": config.augment}
+    bottleneck_counts["seconds"] = round(time.perf_counter() - bottleneck_started, 2)  # augmented views included
     _check_each_class_has_readable_training_images(dataset, train_y, skipped)
     val_x, val_y, val_images = splits["validation"]
     head = train_head((train_x, train_y), (val_x, val_y), len(dataset.labels), config.head, report=console.print)
@@ -142,7 +149,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     fine_tuning = None
     if config.fine_tune.layers:
         # Head only, judged the same way as the fine-tuned model: with its own validation-chosen threshold.
-        head_threshold = _threshold(dataset, val_probabilities, val_y, config, Console(file=io.StringIO()))
+        head_threshold = _threshold(dataset, val_probabilities, val_y, config, Console(file=io.StringIO(), markup=False))
         head_only = evaluate(test_probabilities, test_y, dataset.labels, test_files, head_threshold)
         fine_tuning = {**asdict(config.fine_tune), "head_only": _summary(head_only)}
         labelled = {"train": (train_images, train_y), "validation": (val_images, val_y), "test": (test_images, test_y)}
@@ -172,7 +179,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "images_used": {name: dict(Counter(image.label for image in images)) for name, images in (("train", train_images), ("validation", val_images), ("test", test_images))},
         "skipped_images": [str(failure) for failure in skipped],
         "duplicates_across_classes": duplicates,
-        "bottlenecks": {"computed": bottlenecks.computed, "reused": bottlenecks.reused, "seconds": round(bottleneck_seconds, 2)},
+        "bottlenecks": bottleneck_counts,
         "head": {"c": head.c, "candidates": head.candidates, "augmented_views": config.augment},
         "decision_threshold": asdict(threshold) if threshold else None,
         "fine_tune": fine_tuning,
@@ -275,7 +282,7 @@ def _fine_tune(
     labels = {name: labels for name, (_, labels) in splits.items()}
     tuned = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
     if tuned.trained_layers < config.fine_tune.layers:
-        console.print(f"[yellow]warning[/yellow] the backbone has only {tuned.trained_layers} layers that train (batch normalisation excepted); all of them were trained")
+        console.print(flagged("warning", f"the backbone has only {tuned.trained_layers} layers that train (batch normalisation excepted); all of them were trained"))
     for epoch in tuned.curves:
         console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
     if not len(pixels["validation"]):
@@ -315,13 +322,25 @@ def _threshold(
     except ValueError as error:
         if config.target_recall is not None:
             raise DatasetError(f"{dataset.root}: {error}; add validation images or change --split") from error
-        console.print(f"[yellow]warning[/yellow] no decision threshold: {error}; the most probable class wins")
+        console.print(flagged("warning", f"no decision threshold: {error}; the most probable class wins"))
         return None
     console.print(
         f"Decision threshold: {positive} when its probability >= {threshold.threshold:.3f} ({threshold.rule}; "
         f"validation recall {threshold.validation['recall']:.3f}, specificity {threshold.validation['specificity']:.3f})"
     )
     return threshold
+
+
+def _refuse_export_into_the_data(config: TrainConfig) -> None:
+    """The model, its report and its PNG plots must not go where the data folder reads images: into a class
+    folder (or anywhere in it with --labels-from filename) the next run would train on the plots, and an
+    `--export` named like an image could replace one. Beside the class folders (`DATA/model.onnx`) is fine:
+    files there have no label and are left out, with a note."""
+    export, root = config.export.resolve(), config.data_dir.resolve()
+    if not export.is_relative_to(root):
+        return
+    if export.parent != root or config.labels_from is LabelSource.filename or is_image_file(export):
+        raise OutputError(config.export, f"cannot write inside the data folder {config.data_dir} (the next run would read the model's report plots as images); export elsewhere")
 
 
 def _check_before_work(dataset: Dataset, config: TrainConfig) -> None:
