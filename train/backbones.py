@@ -192,7 +192,7 @@ def get_backbone(
     (random, from `seed`) or a weights file; None takes the backbone's default (bundled when present).
     """
     if name not in REGISTRY:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}")
+        raise BackboneError(f"--arch {name!r}: unknown backbone; choose one of {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
     weights = weights or spec.default_weights
     if weights == BUNDLED_WEIGHTS and spec.bundled is None:
