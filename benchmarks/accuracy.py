@@ -1,6 +1,6 @@
 """Test accuracy of real training runs over several seeds, written to `accuracy.json` and `accuracy.md`.
 
-    python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--views 1 8] [--augment 0 4]
+    python -m benchmarks.accuracy [--seeds 0 1 2] [--arch inception_v3 --arch mobilenet_v2] [--views 1 8 16] [--augment 0 4]
         [--fine-tune-layers 0 20] [--dataset NAME] [--merge] [--out DIR]
 
 Data sets: the bundled `assets/` sample and, when present, `../shared/data/ozgenel-crack` (skipped with a
@@ -123,7 +123,9 @@ def write_markdown(path: Path, result: dict[str, object]) -> None:
         f"date {result['environment']['date']}", "",
         "Settings side by side: head only (augmented views 0, fine-tuned layers 0), with N augmented views per",
         "training image, and with the top K backbone layers fine-tuned (3 epochs; the epoch of lowest validation loss",
-        "is kept, 0 meaning none beat the head-only start).", "",
+        "is kept, 0 meaning none beat the head-only start). Views 8 are the image's rotations and mirror images;",
+        "views 16 add the same 8 of its central 87.5%, zoomed back to the input size. With --merge the runs of",
+        "earlier commands are kept, so the command above made only the settings it names.", "",
         "| data set | backbone | views | augmented views | fine-tuned layers | metric | seeds | mean | std | min | max |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("tensorflow")
 
@@ -51,19 +52,34 @@ def test_view_counts_are_checked() -> None:
         symmetry_views(3, (30, 30))
 
 
-def test_graph_views_equal_numpy_views(assets_dir: Path) -> None:
+def test_sixteen_views_add_the_eight_of_the_zoomed_centre(assets_dir: Path) -> None:
+    """The zoom is the image's central 87.5% resized back, as Pillow would do it (to within one level)."""
+    image = load_for_model(sorted((assets_dir / "CD").glob("*.jpg"))[0], (224, 224))
+    views = symmetry_views(16, (224, 224))
+    assert [view.name for view in views[8:]] == [f"z875{view.name}" for view in views[:8]]
+    zoomed = views[8].apply(image)
+    by_pillow = np.asarray(Image.fromarray(image).crop((14, 14, 210, 210)).resize((224, 224), Image.BILINEAR))
+    assert zoomed.dtype == np.uint8 and np.abs(zoomed.astype(int) - by_pillow).max() <= 1
+    np.testing.assert_array_equal(views[9].apply(image), zoomed[:, ::-1])  # then the symmetry, as in views[1]
+    with pytest.raises(ViewError, match="square"):
+        symmetry_views(16, (30, 40))
+
+
+@pytest.mark.parametrize("count", [8, 16])
+def test_graph_views_equal_numpy_views(assets_dir: Path, count: int) -> None:
     pixels = crack_pixels(assets_dir)
-    views = symmetry_views(8, (SIZE, SIZE))
+    views = symmetry_views(count, (SIZE, SIZE))
     stacked = np.asarray(StackViews(views)(pixels))
     np.testing.assert_array_equal(stacked, np.concatenate([view.apply(pixels) for view in views]).astype(np.float32))
 
 
-def test_exported_model_averages_views_and_is_rotation_invariant(assets_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("count", [8, 16])
+def test_exported_model_averages_views_and_is_rotation_invariant(assets_dir: Path, tmp_path: Path, count: int) -> None:
     backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=1)
     extractor = backbone.build_extractor()
     keras.utils.set_random_seed(1)
     head = build_head(backbone.spec.feature_dim, 2)
-    views = symmetry_views(8, (SIZE, SIZE))
+    views = symmetry_views(count, (SIZE, SIZE))
     metadata = ModelMetadata(
         labels=["CD", "UD"], input_height=SIZE, input_width=SIZE, resize_method="pillow-bilinear",
         backbone="mobilenet_v2", weights=backbone.weights_identity, preprocessing=backbone.preprocessing.name,
@@ -72,7 +88,7 @@ def test_exported_model_averages_views_and_is_rotation_invariant(assets_dir: Pat
     pixels = crack_pixels(assets_dir)
     exported = export_onnx(fuse(extractor, head, views), metadata, tmp_path / "views.onnx", pixels)
     classifier = Classifier(exported.path)
-    assert classifier.metadata.views == 8
+    assert classifier.metadata.views == count
 
     def probabilities(batch: np.ndarray) -> np.ndarray:
         return np.array([[p.probabilities[label] for label in classifier.labels] for p in classifier.predict_pixels(batch)])

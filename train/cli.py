@@ -97,7 +97,8 @@ def train_model(
     views: int = typer.Option(
         TrainConfig.views, "--views",
         help="Symmetry views to train on and average over: 1 (image only, fastest model), 2 (+ mirror), "
-        "4 (all flips) or 8 (flips and 90-degree rotations).",
+        "4 (all flips), 8 (flips and 90-degree rotations) or 16 (those 8 and the same 8 of the image's "
+        "central 87.5%, zoomed: a second scale, twice the backbone work).",
     ),
     workspace: Path = typer.Option(Path(".retrain-cache"), "--workspace", help="Folder for the bottleneck cache."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="Where the bottleneck phase runs: local (this machine) or ray."),
