@@ -218,15 +218,16 @@ def _finite(samples: np.ndarray, name: str) -> np.ndarray:
     return samples
 
 
-def find_images(folder: str | Path) -> list[Path]:
+def find_images(folder: str | Path, unreadable: list[Path] | None = None) -> list[Path]:
     """Every supported image below `folder`, sorted.
 
     Symlinked folders are followed (a class folder may live elsewhere), except one that leads back to a
     folder above it, so a link loop cannot hang the scan; a folder reached by two paths is listed under
     both, as copies would be. Named pipes and devices with an image ending are left out (reading them
     would block); a dangling symlink is kept, so decoding reports it like any unreadable file, and so is a
-    folder that cannot be listed (no permission), so that its images are reported lost rather than
-    silently missing.
+    folder that cannot be listed (no permission; decoding it says so, see `folder_problem`), so that its
+    images are reported lost rather than silently missing, unless an `unreadable` list is given to collect
+    such folders instead.
     """
     found: list[Path] = []
 
@@ -234,7 +235,7 @@ def find_images(folder: str | Path) -> list[Path]:
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except OSError:
-            found.append(directory)  # listed, not skipped silently: reading it reports the problem (`folder_problem`)
+            (found if unreadable is None else unreadable).append(directory)  # never skipped silently
             return
         for entry in entries:
             path = Path(entry.path)

@@ -89,11 +89,12 @@ def test_bad_data_folder_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().startswith("error: ") and "missing" in done.stderr
 
 
-def test_export_path_that_cannot_be_written_stops_before_training(small_dataset: Path, tmp_path: Path) -> None:
-    (tmp_path / "a file").write_text("not a folder")
-    done = train(small_dataset, tmp_path / "cache", tmp_path / "a file" / "m.onnx")
-    assert done.returncode == 2 and not (tmp_path / "cache").exists()
-    assert done.stderr.strip() == f"error: {tmp_path / 'a file' / 'm.onnx'}: cannot write (File exists: {tmp_path / 'a file'})"
+def test_export_path_that_cannot_be_written_stops_before_training(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outputs = tmp_path_factory.mktemp("outputs")  # outside the data folder (`small_dataset` is a tmp_path)
+    (outputs / "a file").write_text("not a folder")
+    done = train(small_dataset, outputs / "cache", outputs / "a file" / "m.onnx")
+    assert done.returncode == 2 and not (outputs / "cache").exists()
+    assert done.stderr.strip() == f"error: {outputs / 'a file' / 'm.onnx'}: cannot write (File exists: {outputs / 'a file'})"
 
 
 def test_keras_imagenet_download_failure_names_the_offline_backbones(small_dataset: Path, tmp_path: Path) -> None:

@@ -64,6 +64,26 @@ def test_an_eight_view_classifier_moves_uint8_pixels_and_gives_bit_identical_out
         np.testing.assert_array_equal(got, expected)
 
 
+def test_a_sixteen_view_classifier_moves_the_zoomed_views_as_uint8_too(assets_dir: Path) -> None:
+    """The zoom computes in float32 and casts its whole pixel values to uint8: from there its views join the
+    others' concatenation in bytes, and the outputs stay bit for bit what they were."""
+    backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
+    classifier = fuse(backbone.build_extractor(), build_head(backbone.spec.feature_dim, 2), symmetry_views(16, (SIZE, SIZE)))
+    traced = trace(classifier, (SIZE, SIZE), _classifier_outputs)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(traced)
+
+    assert run_pixel_path_in_uint8(rewritten)
+
+    types = _element_types(rewritten)
+    stacked = [node for node in rewritten.graph.node if node.op_type == "Concat" and len(node.input) == 16]
+    assert len(stacked) == 1 and types[stacked[0].output[0]] == onnx.TensorProto.UINT8
+    paths = sorted((assets_dir / "CD").glob("*.jpg"))[:3]
+    pixels = np.stack([load_for_model(path, (SIZE, SIZE)) for path in paths])
+    for expected, got in zip(_outputs(traced, pixels), _outputs(rewritten, pixels)):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_the_bottleneck_extractor_moves_uint8_pixels_into_its_layout_change_and_computes_the_same_features() -> None:
     backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
     extractor = backbone.build_extractor()

@@ -168,18 +168,15 @@ def labelled_images(
     """Every supported image under `root` that has a label, in path order (split not yet assigned: ""),
     the relative paths of those without one (directly in `root` with folder labels; names that do not
     start with a letter with file-name labels), and the folders that could not be listed (no permission)."""
-    images, unlabelled, unreadable = [], [], []
-    for path in find_images(root):
-        if path.is_dir():  # how `find_images` lists a folder it could not read
-            unreadable.append(ImageError(path, folder_problem(path)))
-            continue
+    images, unlabelled, unlisted = [], [], []
+    for path in find_images(root, unlisted):
         relative = path.relative_to(root).as_posix()
         label = _label_of(relative, labels_from)
         if label is None:
             unlabelled.append(relative)
         else:
             images.append(LabeledImage(path=path, relative=relative, label=label, split=""))
-    return images, unlabelled, unreadable
+    return images, unlabelled, [ImageError(folder, folder_problem(folder)) for folder in unlisted]
 
 
 def classless_folders(root: Path, labels: list[str]) -> list[str]:

@@ -43,10 +43,13 @@ ELEMENTWISE_WITH_CONSTANT = {"Mul", "Add", "Sub", "Div"}
 
 
 def pixel_values(graph: onnx.GraphProto) -> dict[str, int]:
-    """The tensors holding the uint8 input's pixel values unchanged (the input, and what exact casts and
-    value-moving ops make of it) -> their element type."""
+    """The tensors holding pixel values (the uint8 input, what a Cast to uint8 computes, such as a zoomed
+    view, and what exact casts and value-moving ops make of them) -> their element type."""
     types = {value.name: onnx.TensorProto.UINT8 for value in graph.input if value.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
     for node in graph.node:  # graph order is topological
+        if node.op_type == "Cast" and helper.get_node_attr_value(node, "to") == onnx.TensorProto.UINT8:
+            types[node.output[0]] = onnx.TensorProto.UINT8
+            continue
         moved = [name for name in (node.input if node.op_type == "Concat" else node.input[:1]) if name]
         if not moved or not all(name in types for name in moved):
             continue
@@ -64,7 +67,7 @@ def run_pixel_path_in_uint8(model: onnx.ModelProto) -> bool:
     rewritten.CopyFrom(model)
     graph = rewritten.graph
     values = pixel_values(graph)
-    casts = [node for node in graph.node if node.op_type == "Cast" and node.output[0] in values]
+    casts = [node for node in graph.node if node.op_type == "Cast" and node.output[0] in values and node.input[0] in values]
     if not casts or values.keys() & {value.name for value in graph.output}:
         return False
     readers = [
