@@ -69,9 +69,16 @@ def test_unusable_workspace_export_and_data_paths_are_named_in_one_line(small_da
         assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr
     os.mkfifo(tmp_path / "pipe.onnx")
     image = next((small_dataset / "CD").glob("*.jpg"))
+    linked = tmp_path.parent / f"{tmp_path.name}-linked-UD"  # a class folder that is a symlink: its target counts too
+    shutil.move(small_dataset / "UD", linked)
+    (small_dataset / "UD").symlink_to(linked)
+    inside = f"cannot write inside the data folder {small_dataset} (the next run would read the model's report plots as images)"
     for model, message in [
         (tmp_path / "pipe.onnx", f"{tmp_path / 'pipe.onnx'}: cannot write (not a regular file: a device, pipe or socket is in the way)"),
-        (image, f"{image}: cannot write inside the data folder {small_dataset} (the next run would read the model's report plots as images)"),
+        (image, f"{image}: {inside}"),
+        (small_dataset / "UD" / "m.onnx", f"{small_dataset / 'UD' / 'm.onnx'}: {inside}"),
+        (linked / "m.onnx", f"{linked / 'm.onnx'}: {inside}"),
+        (small_dataset / "models" / "m.onnx", f"{small_dataset / 'models' / 'm.onnx'}: {inside}"),
     ]:
         done = train_in_process(small_dataset, tmp_path / "cache", model)
         assert done.exit_code == 2 and done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1, done.stderr

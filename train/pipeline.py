@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -333,13 +334,20 @@ def _threshold(
 
 def _refuse_export_into_the_data(config: TrainConfig) -> None:
     """The model, its report and its PNG plots must not go where the data folder reads images: into a class
-    folder (or anywhere in it with --labels-from filename) the next run would train on the plots, and an
+    folder, also by the folder a symlinked class folder leads to, or a new sub-folder (which would become a
+    class), or anywhere in it with --labels-from filename, the next run would train on the plots; and an
     `--export` named like an image could replace one. Beside the class folders (`DATA/model.onnx`) is fine:
     files there have no label and are left out, with a note."""
-    export, root = config.export.resolve(), config.data_dir.resolve()
-    if not export.is_relative_to(root):
-        return
-    if export.parent != root or config.labels_from is LabelSource.filename or is_image_file(export):
+    def both(path: Path) -> set[Path]:  # as named and as its symlinks lead (a class folder may be a link)
+        return {Path(os.path.abspath(path)), path.resolve()}
+
+    folders = both(config.export.parent)
+    roots = both(config.data_dir)
+    class_folders = {form for child in config.data_dir.iterdir() if child.is_dir() for form in both(child)}
+    in_class_folder = any(folder.is_relative_to(place) for folder in folders for place in class_folders)
+    in_data = any(folder.is_relative_to(place) for folder in folders for place in roots)
+    beside_the_classes = bool(folders & roots)  # DATA/model.onnx: no label, left out with a note
+    if in_class_folder or (in_data and (not beside_the_classes or config.labels_from is LabelSource.filename or is_image_file(config.export))):
         raise OutputError(config.export, f"cannot write inside the data folder {config.data_dir} (the next run would read the model's report plots as images); export elsewhere")
 
 

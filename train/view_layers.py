@@ -45,7 +45,9 @@ def _zoom(images, fraction: float):
     height, width, channels = images.shape[1:]
     rows = keras.ops.matmul(zoom_matrix(height, fraction), keras.ops.reshape(images, (-1, height, width * channels)))
     both = keras.ops.matmul(zoom_matrix(width, fraction), keras.ops.reshape(rows, (-1, width, channels)))
-    pixels = keras.ops.cast(keras.ops.clip(keras.ops.round(both), 0, 255), "uint8")  # whole values: moved as bytes in ONNX
+    # No clip: each output is a convex combination of pixels, so already within 0..255 (a Min/Max pair here
+    # also broke onnxruntime's fp16 converter, which put its casts around them out of order).
+    pixels = keras.ops.cast(keras.ops.round(both), "uint8")  # whole values: moved as bytes in ONNX
     return keras.ops.reshape(keras.ops.cast(pixels, "float32"), (-1, height, width, channels))
 
 

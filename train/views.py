@@ -11,7 +11,8 @@ backbone work).
 
 A zoom is bilinear resampling written as one matrix per axis (`zoom_matrix`), applied the same way here and
 in the graph, rounded to whole pixel values. For sizes that are multiples of 8 every weight is a multiple
-of 1/16, so both compute the same pixels exactly whatever their order of summation.
+of 1/16, so both compute the same pixels exactly whatever their order of summation; at other sizes a value
+that lies halfway between two levels can round either way (a few in a million differ by one).
 
 This module is numpy only (feature workers import it without TensorFlow); the same views as Keras layers
 for the exported graph are in `train.view_layers`.
@@ -109,4 +110,4 @@ def zoom_pixels(pixels: np.ndarray, fraction: float) -> np.ndarray:
     rows, columns = zoom_matrix(pixels.shape[-3], fraction), zoom_matrix(pixels.shape[-2], fraction)
     planes = np.moveaxis(pixels.astype(np.float32), -1, -3)  # (..., C, H, W)
     zoomed = rows @ planes @ columns.T
-    return np.moveaxis(np.clip(np.rint(zoomed), 0, 255), -3, -1).astype(np.uint8)
+    return np.moveaxis(np.rint(zoomed), -3, -1).astype(np.uint8)  # convex combinations of pixels: within 0..255
