@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def small_dataset(tmp_path: Path) -> Path:
         for path in sorted((ASSETS / label).glob("*.jpg"))[:20]:
             shutil.copy(path, tmp_path / label / path.name)
     return tmp_path
+
+
+def without_permission_override() -> list[str]:
+    """The command prefix under which a `chmod 0` folder cannot be read: none for a normal user; as root,
+    `setpriv` dropping the capabilities that override file permissions (the test is skipped without it)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: a folder cannot be made unreadable")
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def solid_image(path: Path, color: tuple[int, int, int], size: int = 48) -> Path:

@@ -34,14 +34,19 @@ def _element_types(model: onnx.ModelProto) -> dict[str, int]:
     return {value.name: value.type.tensor_type.elem_type for value in values}
 
 
-def test_an_eight_view_classifier_moves_uint8_pixels_and_gives_bit_identical_outputs(assets_dir: Path) -> None:
+def _traced_and_rewritten(view_count: int) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """A small classifier with `view_count` views as traced, and a copy whose pixel path the rewrite took."""
     backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
-    classifier = fuse(backbone.build_extractor(), build_head(backbone.spec.feature_dim, 2), symmetry_views(8, (SIZE, SIZE)))
+    classifier = fuse(backbone.build_extractor(), build_head(backbone.spec.feature_dim, 2), symmetry_views(view_count, (SIZE, SIZE)))
     traced = trace(classifier, (SIZE, SIZE), _classifier_outputs)
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(traced)
-
     assert run_pixel_path_in_uint8(rewritten)
+    return traced, rewritten
+
+
+def test_an_eight_view_classifier_moves_uint8_pixels_and_gives_bit_identical_outputs(assets_dir: Path) -> None:
+    traced, rewritten = _traced_and_rewritten(8)
 
     onnx.checker.check_model(rewritten, full_check=True)
     casts = [node for node in rewritten.graph.node if node.op_type == "Cast"]
@@ -67,13 +72,7 @@ def test_an_eight_view_classifier_moves_uint8_pixels_and_gives_bit_identical_out
 def test_a_sixteen_view_classifier_moves_the_zoomed_views_as_uint8_too(assets_dir: Path) -> None:
     """The zoom computes in float32 and casts its whole pixel values to uint8: from there its views join the
     others' concatenation in bytes, and the outputs stay bit for bit what they were."""
-    backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
-    classifier = fuse(backbone.build_extractor(), build_head(backbone.spec.feature_dim, 2), symmetry_views(16, (SIZE, SIZE)))
-    traced = trace(classifier, (SIZE, SIZE), _classifier_outputs)
-    rewritten = onnx.ModelProto()
-    rewritten.CopyFrom(traced)
-
-    assert run_pixel_path_in_uint8(rewritten)
+    traced, rewritten = _traced_and_rewritten(16)
 
     types = _element_types(rewritten)
     stacked = [node for node in rewritten.graph.node if node.op_type == "Concat" and len(node.input) == 16]

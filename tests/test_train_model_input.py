@@ -16,6 +16,7 @@ pytest.importorskip("tensorflow")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import without_permission_override  # noqa: E402
 from train.cli import app  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.model_files import model_stem, report_path_for, sibling, variant_path  # noqa: E402
@@ -140,9 +141,7 @@ def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_conso
     shutil.copy(next((small_dataset / "CD").glob("*.jpg")), locked / "extra.jpg")
     locked.chmod(0)
     try:
-        as_user = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-        if as_user and not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: a folder cannot be made unreadable")
+        as_user = without_permission_override()
         command = [*as_user, sys.executable, "-m", "train", str(small_dataset), "--export", str(tmp_path / "m.onnx"),
                    "--workspace", str(tmp_path / "cache"), *SMALL_MODEL, "--views", "1"]
         done = subprocess.run(command, capture_output=True, text=True)
