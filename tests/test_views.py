@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 
 pytest.importorskip("tensorflow")
 
@@ -103,18 +105,35 @@ def test_exported_model_averages_views_and_is_rotation_invariant(assets_dir: Pat
     np.testing.assert_allclose([[p.probabilities[label] for label in half.labels] for p in half.predict_pixels(pixels)], probabilities(pixels), atol=1e-2)
 
 
-def test_every_view_is_cached_once(small_dataset: Path, tmp_path: Path) -> None:
+def test_every_view_is_cached_once_and_only_missing_views_are_computed(small_dataset: Path, tmp_path: Path) -> None:
     backbone = get_backbone("mobilenet_v2", "none", (SIZE, SIZE), seed=0)
     extractor = backbone.build_extractor()
+    rows: list[int] = []  # images in each backbone batch: what was computed
+
+    def extract(pixels: np.ndarray) -> np.ndarray:
+        rows.append(len(pixels))
+        return extractor.predict_on_batch(pixels)
+
+    def run(view_count: int):
+        spec = WorkerSpec(None, (SIZE, SIZE), tuple(symmetry_views(view_count, (SIZE, SIZE))))
+        rows.clear()
+        console = Console(file=io.StringIO(), width=200)
+        return compute_bottlenecks(paths, spec, cache, extract, batch_size=8, console=console), console.file.getvalue()
+
     cache = BottleneckCache(tmp_path, backbone)
     paths = sorted(small_dataset.glob("*/*.jpg"))[:5]
-    views = symmetry_views(4, (SIZE, SIZE))
-    first = compute_bottlenecks(paths, WorkerSpec(None, (SIZE, SIZE), tuple(views)), cache, extractor.predict_on_batch, batch_size=8)
-    assert first.computed == 5 and first.features[paths[0]].shape == (4, backbone.spec.feature_dim)
+    views = symmetry_views(8, (SIZE, SIZE))
+    first, _ = run(4)
+    assert first.computed == 5 and first.features[paths[0]].shape == (4, backbone.spec.feature_dim) and sum(rows) == 20
     assert len(list(cache.directory.glob("*/*.features"))) == 20
     direct = np.asarray(extractor(views[2].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
     np.testing.assert_allclose(first.features[paths[0]][2], direct, rtol=1e-4, atol=1e-4)
-    cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only that image is recomputed
-    again = compute_bottlenecks(paths, WorkerSpec(None, (SIZE, SIZE), tuple(views)), cache, extractor.predict_on_batch, batch_size=8)
-    assert (again.computed, again.reused) == (1, 4)
+    cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only it is recomputed
+    again, said = run(4)
+    assert (again.computed, again.reused, sum(rows)) == (1, 4, 1) and "1 of 4 views each, the others cached" in said
     np.testing.assert_allclose(again.features[paths[1]], first.features[paths[1]], atol=1e-5)
+    more, said = run(8)  # from 4 views to 8: the 4 new views of each image, not all 8
+    assert (more.computed, sum(rows)) == (5, 20) and "4 of 8 views each, the others cached" in said
+    np.testing.assert_array_equal(more.features[paths[0]][:4], first.features[paths[0]])
+    direct = np.asarray(extractor(views[6].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
+    np.testing.assert_allclose(more.features[paths[0]][6], direct, rtol=1e-4, atol=1e-4)

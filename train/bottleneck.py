@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +25,7 @@ from train.atomic import bytes_sha256, file_sha256
 from train.cache import BottleneckCache
 from train.console import print_skipped, training_console
 from train.engines import EngineConfig, WorkerSpec, feature_batches
+from train.feature_worker import ImageFeatures
 
 
 @dataclass
@@ -54,16 +55,16 @@ def compute_bottlenecks(
 
     `extract` maps a uint8 (N, H, W, 3) batch to (N, feature_dim) features in this process (an
     `OnnxExtractor` in training); `engine` may run the work in worker processes or on Ray instead, from
-    `spec.onnx_path`. An image counts as reused when all its views are cached. Unreadable images, and
+    `spec.onnx_path`. An image counts as reused when all its views are cached; of the others only the
+    missing views are computed. Unreadable images, and
     files that changed or disappeared while their features were computed (hashed again before caching),
     are collected in `failures` and skipped; the cache notes the bytes that cannot be decoded, so the next
-    run skips them without decoding them again. Each image is decoded once for all its views; byte-identical
+    run skips them without decoding them again. Each image is decoded once for all its missing views; byte-identical
     files are computed once. Only the file names to compute are held in memory, never all their bytes.
     """
     console = console or training_console()
-    views = spec.views
     result = BottleneckResult()
-    copies: dict[str, list[Path]] = {}  # content hash -> every path with those bytes, computed once
+    pending: dict[str, _Pending] = {}  # by content hash: byte-identical files are computed once
     for path in paths:
         try:
             content_hash = file_sha256(path)
@@ -71,51 +72,102 @@ def compute_bottlenecks(
             result.failures.append(ImageError(path, f"cannot read file ({error.strerror})"))
             continue
         result.content_hashes[path] = content_hash
-        if content_hash in copies:
-            copies[content_hash].append(path)
+        if content_hash in pending:
+            pending[content_hash].paths.append(path)
             continue
         known_problem = cache.unreadable(content_hash)
         if known_problem is not None:
             result.failures.append(ImageError(path, known_problem))
             result.known_unreadable += 1
             continue
-        cached = [cache.get(content_hash, view.name) for view in views]
+        cached = [cache.get(content_hash, view.name) for view in spec.views]
         if any(features is None for features in cached):
-            copies[content_hash] = [path]
+            pending[content_hash] = _Pending([path], cached)
         else:
             result.features[path] = np.stack(cached)
             result.reused += 1
     known = f"; {result.known_unreadable} unreadable in an earlier run, skipped" if result.known_unreadable else ""
-    if not copies:
+    if not pending:
         console.print(f"Bottlenecks: all {result.reused} found in cache, nothing computed{known}")
         print_skipped(result.failures, console)
         return result
-    console.print(f"Bottlenecks: {result.reused} cached, {len(copies)} to compute ({len(views)} views each){known}")
-
-    todo = list(copies)
-    images_per_batch = max(1, batch_size // len(views))
-    hash_chunks = [todo[start : start + images_per_batch] for start in range(0, len(todo), images_per_batch)]
-    name_chunks = [[str(copies[content_hash][0]) for content_hash in chunk] for chunk in hash_chunks]
+    groups = _by_missing_views(pending)
+    console.print(f"Bottlenecks: {result.reused} cached, {len(pending)} to compute ({_views_to_compute(groups, len(spec.views))}){known}")
     with _progress(console) as progress:
-        task = progress.add_task("Computing bottlenecks", total=len(todo))
-        for hashes, outcomes in zip(hash_chunks, feature_batches(name_chunks, spec, engine, extract)):
-            for content_hash, outcome in zip(hashes, outcomes):
-                if isinstance(outcome, ImageError):
-                    result.failures.extend(ImageError(path, outcome.problem) for path in copies[content_hash])
-                    if _hashed_bytes_do_not_load(copies[content_hash][0], content_hash, spec.input_size):
-                        cache.note_unreadable(content_hash, outcome.problem)
-                    continue
-                change = _change_since_hashed(copies[content_hash][0], content_hash)
-                if change:
-                    result.failures.extend(_skipped_for_change(copies[content_hash], change))
-                    continue
-                for view, row in zip(views, outcome):
-                    cache.put(content_hash, row, view.name)
-                result.features.update(dict.fromkeys(copies[content_hash], outcome))
-                result.computed += 1
-            progress.advance(task, len(hashes))
+        task = progress.add_task("Computing bottlenecks", total=len(pending))
+        for missing, hashes in groups.items():
+            group_spec = replace(spec, views=tuple(spec.views[index] for index in missing))
+            images_per_batch = max(1, batch_size // len(missing))
+            hash_chunks = [hashes[start : start + images_per_batch] for start in range(0, len(hashes), images_per_batch)]
+            name_chunks = [[str(pending[content_hash].paths[0]) for content_hash in chunk] for chunk in hash_chunks]
+            for chunk, outcomes in zip(hash_chunks, feature_batches(name_chunks, group_spec, engine, extract)):
+                for content_hash, outcome in zip(chunk, outcomes):
+                    _store(content_hash, outcome, pending[content_hash], spec, cache, result)
+                progress.advance(task, len(chunk))
     print_skipped(result.failures, console)
     return result
+
+
+@dataclass
+class _Pending:
+    """One image (by content) whose features are not all cached: every path holding its bytes, and its
+    views' cached features (None where missing)."""
+
+    paths: list[Path]
+    cached: list[np.ndarray | None]
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """Indices of the views to compute."""
+        return tuple(index for index, features in enumerate(self.cached) if features is None)
+
+
+def _by_missing_views(pending: dict[str, _Pending]) -> dict[tuple[int, ...], list[str]]:
+    """The content hashes to compute, grouped by which views they miss: an image whose other views are
+    cached computes only the missing ones (going from `--views 8` to 16, say)."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for content_hash, image in pending.items():
+        groups.setdefault(image.missing, []).append(content_hash)
+    return groups
+
+
+def _views_to_compute(groups: dict[tuple[int, ...], list[str]], view_count: int) -> str:
+    """How many views each image to compute needs, for the console: "8 views each" or "8 of 16 views each, the
+    others cached"."""
+    counts = sorted({len(missing) for missing in groups})
+    if counts == [view_count]:
+        return f"{view_count} views each"
+    spread = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f"{spread} of {view_count} views each, the others cached"
+
+
+def _store(
+    content_hash: str,
+    outcome: ImageFeatures,
+    image: _Pending,
+    spec: WorkerSpec,
+    cache: BottleneckCache,
+    result: BottleneckResult,
+) -> None:
+    """Cache the computed views of one image (`outcome`: its missing views' features, or its error) and give
+    all its paths the full (views, feature_dim) features; a failure or a change since hashing is recorded in
+    `result` instead."""
+    copies = image.paths
+    if isinstance(outcome, ImageError):
+        result.failures.extend(ImageError(path, outcome.problem) for path in copies)
+        if _hashed_bytes_do_not_load(copies[0], content_hash, spec.input_size):
+            cache.note_unreadable(content_hash, outcome.problem)
+        return
+    change = _change_since_hashed(copies[0], content_hash)
+    if change:
+        result.failures.extend(_skipped_for_change(copies, change))
+        return
+    features = list(image.cached)
+    for index, row in zip(image.missing, outcome):
+        cache.put(content_hash, row, spec.views[index].name)
+        features[index] = row
+    result.features.update(dict.fromkeys(copies, np.stack(features)))
+    result.computed += 1
 
 
 def _hashed_bytes_do_not_load(path: Path, content_hash: str, size: tuple[int, int]) -> bool:
