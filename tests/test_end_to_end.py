@@ -76,6 +76,7 @@ def test_unreadable_images_are_listed_and_skipped(small_dataset: Path, tmp_path:
     done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--weights", "none", "--image-size", "64", "--split", "50,25,25")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.jpg" in done.stdout and "empty.png" in done.stdout
+    assert "random weights (--weights none) give features that barely differ between images" in " ".join(done.stdout.split())
     assert f"the same image is filed under several classes: CD/{first_cd.name} = UD/misfiled copy.jpg" in done.stdout
     report = json.loads((tmp_path / "m.report.json").read_text())
     assert len(report["skipped_images"]) == 2

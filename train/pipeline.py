@@ -23,7 +23,7 @@ from runtime.imaging import RESIZE_METHOD, is_image_file, load_for_model
 from runtime.metadata import DecisionThreshold, ModelMetadata
 from runtime.output import prepare_folder, prepare_output
 from train.atomic import write_atomically
-from train.backbones import DEFAULT_ARCH, Backbone, get_backbone
+from train.backbones import DEFAULT_ARCH, RANDOM_WEIGHTS, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.console import flagged, print_skipped, training_console
@@ -115,6 +115,9 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         f"Backbone: {backbone.spec.name} | weights {backbone.weights_identity} | input {backbone.input_size} | "
         f"views {len(views)}"
     )
+    if backbone.weights == RANDOM_WEIGHTS:
+        console.print(flagged("note", "random weights (--weights none) give features that barely differ between images: "
+                              "a model for tests and speed checks, not for use"))
     extractor = backbone.build_extractor()
     cache = BottleneckCache(config.workspace, backbone)
     extract = onnx_extractor(extractor, cache.directory)
