@@ -331,4 +331,39 @@ def test_quantize_model_leaves_out_test_images_the_model_was_trained_on(small_mo
     result = _run("quantize-model", model, "--calibrate", data, "--no-int8", "--half", "--tolerance", 100)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{len(rebuilt) - len(held_out)} of the {len(rebuilt)} test images were used to train or validate the model" in " ".join(result.stdout.split())
-    assert Classifier(tmp_path / "model.fp16.onnx", providers="cpu").metadata.conversion["test_images"] == len(held_out)
+    conversion = Classifier(tmp_path / "model.fp16.onnx", providers="cpu").metadata.conversion
+    assert conversion["test_images"] == len(held_out) and conversion["test_left_out_as_seen"] == len(rebuilt) - len(held_out)
+
+
+def test_optimised_files_are_refused_and_variants_of_another_model_are_named(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    optimised = tmp_path / "model.opt.onnx"
+    assert _run("classify", small_model, "--save-optimized", optimised, assets_dir / "CD" / "7001-115.jpg").returncode == 0
+    refused = _run("quantize-model", optimised, "--calibrate", assets_dir, "--half")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(f"error: {optimised}: an onnxruntime-optimised file (ops com.microsoft.nchwc:")
+    model = tmp_path / "model.onnx"  # another model than the one the variants beside it were made from
+    retrained = onnx.load(small_model)
+    retrained.doc_string = "exported again"
+    onnx.save(retrained, model)
+    for precision in ("int8", "fp16"):
+        shutil.copy(small_model.with_name(f"model.{precision}.onnx"), tmp_path)
+    before = (tmp_path / "model.fp16.onnx").read_bytes()
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--no-int8", "--half", "--tolerance", -1)
+    assert result.returncode == 2 and "model.fp16.onnx: fp16 loses" in result.stderr
+    said = " ".join(result.stdout.split())
+    for precision in ("int8", "fp16"):
+        assert f"warning: {tmp_path / f'model.{precision}.onnx'} was made from another model than {model} as it is now; left as it was" in said
+    assert (tmp_path / "model.fp16.onnx").read_bytes() == before
+
+
+def test_a_test_split_without_one_readable_image_stops_in_one_line(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(assets_dir, data, ignore=shutil.ignore_patterns("*.md"))
+    test = load_dataset(data).split("test")
+    for image in test:
+        image.path.write_bytes(b"not a jpeg")
+    result = _run("quantize-model", shutil.copy(small_model, tmp_path / "model.onnx"), "--calibrate", data, "--no-int8", "--half")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'model.onnx'}: none of the {len(test)} held-out test images could be read; cannot check edge variants"
+    ]

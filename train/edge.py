@@ -107,6 +107,8 @@ class _Baseline:
     probabilities: np.ndarray
     unreadable: list[ImageError]
     source: dict[str, object]
+    #: Test-split images left out because the model saw them in training or validation (`held_out`).
+    left_out: int
 
     @cached_property
     def report(self) -> dict[str, object]:
@@ -131,9 +133,15 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
     if reference.metadata.precision != "fp32":
         made_from = reference.metadata.conversion.get("source", {}).get("model", "the fp32 model it was made from")
         raise RetrainOnnxError(f"{model_path}: already an {reference.metadata.precision} model; quantize {made_from} instead")
+    runtime_only = onnxruntime_only_ops(model_path)
+    if runtime_only:
+        raise RetrainOnnxError(
+            f"{model_path}: an onnxruntime-optimised file (ops {', '.join(runtime_only)}, as `classify --save-optimized` "
+            "writes); quantize the model it was saved from instead"
+        )
     test = held_out(dataset, reference.metadata.split.get("seen_fingerprints"), console)
     prepare_variant_outputs(model_path, config.precisions)
-    baseline = _baseline(reference, model_path, dataset.labels, test, console)
+    baseline = _baseline(reference, model_path, dataset.labels, test, len(dataset.split("test")) - len(test), console)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
     summaries, refusals = [], []
     for precision in config.precisions:
@@ -142,19 +150,53 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
         except _Refused as refusal:
             refusals.append(str(refusal))
             console.print(flagged("refused:", refusal, "red"))  # and the next variant is still made
+    warn_about_stale_variants(model_path, console)
     if refusals:
         raise AccuracyGateError(refusals, summaries)
     return summaries
 
 
-def _baseline(reference: Classifier, model_path: Path, labels: list[str], test: list[LabeledImage], console: Console) -> _Baseline:
+def warn_about_stale_variants(model_path: Path, console: Console) -> None:
+    """Warn about each int8/fp16 file beside `model_path` that was made from another model (an earlier
+    export, or a refused variant's predecessor): it is left as it was, and it is not this model's variant."""
+    current = file_sha256(model_path)
+    for precision in PRECISIONS:
+        target = variant_path(model_path, precision)
+        if target.is_file() and _source_sha256(target) != current:
+            console.print(flagged("warning:", f"{target} was made from another model than {model_path} as it is now; "
+                                  "left as it was (delete it, or make it again with quantize-model)"))
+
+
+def _source_sha256(variant: Path) -> str | None:
+    """The SHA-256 of the fp32 model `variant` was made from, as its metadata records it (None if unknown)."""
+    try:
+        props = {prop.key: prop.value for prop in onnx.load(variant, load_external_data=False).metadata_props}
+        source = ModelMetadata.from_props(props, str(variant)).conversion.get("source", {})
+    except Exception:  # not a loadable variant of ours: it cannot be this model's either
+        return None
+    return source.get("sha256") if isinstance(source, dict) else None
+
+
+def onnxruntime_only_ops(model_path: Path) -> list[str]:
+    """The op types of `model_path` outside the ONNX standard (`domain:op`), such as the
+    `com.microsoft.nchwc` layout ops of a file onnxruntime saved after optimising it for one machine:
+    the quantizer and the float16 converter cannot take those."""
+    graph = onnx.load(model_path, load_external_data=False).graph
+    return sorted({f"{node.domain}:{node.op_type}" for node in graph.node if node.domain not in ("", "ai.onnx")})
+
+
+def _baseline(
+    reference: Classifier, model_path: Path, labels: list[str], test: list[LabeledImage], left_out: int, console: Console
+) -> _Baseline:
     files, probabilities, unreadable = _classify(reference, [image.path for image in test])
     print_skipped(unreadable, console)
+    if not files:
+        raise RetrainOnnxError(f"{model_path}: none of the {len(test)} held-out test images could be read; cannot check edge variants")
     by_path = {str(image.path): image for image in test}
     truth = np.array([labels.index(by_path[file].label) for file in files])
     relative = [by_path[file].relative for file in files]
     source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
-    return _Baseline(reference, labels, files, truth, relative, probabilities, unreadable, source)
+    return _Baseline(reference, labels, files, truth, relative, probabilities, unreadable, source, left_out)
 
 
 def _make_variant(
@@ -179,6 +221,7 @@ def _make_variant(
             **comparison,
             "tolerance_points": config.tolerance_points,
             "test_skipped": [str(error) for error in baseline.unreadable],
+            "test_left_out_as_seen": baseline.left_out,
             "forced": False,
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -210,14 +253,14 @@ def held_out(dataset: Dataset, seen: Sequence[str] | None, console: Console) -> 
     fingerprints, from the model's metadata; None for models exported before it was recorded)."""
     test = dataset.split("test")
     if seen is None:
-        console.print(flagged("note", "the model records no fingerprints of its training images (exported by an older "
+        console.print(flagged("note:", "the model records no fingerprints of its training images (exported by an older "
                               "version); the check trusts that this folder is the one it was trained on, unchanged"))
     else:
         known = set(seen)
         unseen = [image for image in test if _fingerprint_of(image.path) not in known]
         if len(unseen) < len(test):
             console.print(flagged(
-                "warning", f"{len(test) - len(unseen)} of the {len(test)} test images were used to train or validate the "
+                "warning:", f"{len(test) - len(unseen)} of the {len(test)} test images were used to train or validate the "
                 "model (the folder was renamed, relabelled or changed since training); left out of the check",
             ))
         test = unseen

@@ -28,7 +28,7 @@ from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.console import flagged, print_skipped, training_console
 from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, fingerprint, load_dataset, unlabelled_note
-from train.edge import AccuracyGateError, EdgeConfig, make_variants, prepare_variant_outputs
+from train.edge import AccuracyGateError, EdgeConfig, make_variants, prepare_variant_outputs, warn_about_stale_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
 from train.engines import EngineConfig, WorkerSpec
@@ -100,14 +100,14 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     prepare_folder(config.workspace)
     _print_counts(dataset, console)
     if dataset.unlabelled:
-        console.print(flagged("note", unlabelled_note(dataset.unlabelled, config.labels_from)))
+        console.print(flagged("note:", unlabelled_note(dataset.unlabelled, config.labels_from)))
     for note in dataset.classless:
-        console.print(flagged("note", note))
+        console.print(flagged("note:", note))
     print_skipped(dataset.unreadable, console)
     _check_before_work(dataset, config)
     duplicates = dataset.duplicates_across_classes()
     for group in duplicates:
-        console.print(flagged("warning", f"the same image is filed under several classes: {' = '.join(group)}"))
+        console.print(flagged("warning:", f"the same image is filed under several classes: {' = '.join(group)}"))
 
     backbone = get_backbone(config.arch, config.weights, config.image_size, seed)
     views = symmetry_views(config.views, backbone.input_size)
@@ -116,7 +116,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         f"views {len(views)}"
     )
     if backbone.weights == RANDOM_WEIGHTS:
-        console.print(flagged("note", "random weights (--weights none) give features that barely differ between images: "
+        console.print(flagged("note:", "random weights (--weights none) give features that barely differ between images: "
                               "a model for tests and speed checks, not for use"))
     extractor = backbone.build_extractor()
     cache = BottleneckCache(config.workspace, backbone)
@@ -202,7 +202,9 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     )
     console.print(f"Report: {report_path} and {page}")
     _demo(Classifier(exported.path, providers="cpu"), test_images, console)
-    if config.edge.precisions:
+    if not config.edge.precisions:
+        warn_about_stale_variants(exported.path, console)
+    else:
         try:
             report["edge_variants"] = make_variants(exported.path, dataset, replace(config.edge, seed=seed), console)
         except AccuracyGateError as refused:  # the report still says what was made and what was refused
@@ -286,7 +288,7 @@ def _fine_tune(
     labels = {name: labels for name, (_, labels) in splits.items()}
     tuned = fine_tune(fused, extractor, (pixels["train"], labels["train"]), (pixels["validation"], labels["validation"]), config.fine_tune, config.seed)
     if tuned.trained_layers < config.fine_tune.layers:
-        console.print(flagged("warning", f"the backbone has only {tuned.trained_layers} layers that train (batch normalisation excepted); all of them were trained"))
+        console.print(flagged("warning:", f"the backbone has only {tuned.trained_layers} layers that train (batch normalisation excepted); all of them were trained"))
     for epoch in tuned.curves:
         console.print("Fine-tuning: " + ", ".join(f"{key} {value:.4f}" if key != "epoch" else f"epoch {value}" for key, value in epoch.items()))
     if not len(pixels["validation"]):
@@ -326,7 +328,7 @@ def _threshold(
     except ValueError as error:
         if config.target_recall is not None:
             raise DatasetError(f"{dataset.root}: {error}; add validation images or change --split") from error
-        console.print(flagged("warning", f"no decision threshold: {error}; the most probable class wins"))
+        console.print(flagged("warning:", f"no decision threshold: {error}; the most probable class wins"))
         return None
     console.print(
         f"Decision threshold: {positive} when its probability >= {threshold.threshold:.3f} ({threshold.rule}; "
