@@ -26,7 +26,8 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
     """Turn "auto", "cpu", "cuda" or an explicit provider list into the list onnxruntime takes.
 
     "auto" takes CUDA when this onnxruntime build offers it, else the CPU. "cuda" on a build without
-    CUDA falls back to the CPU with a warning.
+    CUDA falls back to the CPU with a warning (a build with CUDA on a machine without a usable GPU is
+    caught when the session starts: `load_model`). A list is passed on as it is.
     """
     available = ort.get_available_providers()
     if not isinstance(providers, str):
@@ -38,7 +39,7 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
         if CUDA in available:
             return [CUDA, CPU]
         if choice == "cuda":
-            log.warning("CUDA was requested but this onnxruntime build has no CUDA provider; using the CPU")
+            log.warning("warning: CUDA was requested but this onnxruntime build has no CUDA provider; using the CPU")
         return [CPU]
     raise ValueError(f"unknown providers {providers!r}: use auto, cpu, cuda or a list of onnxruntime providers")
 
@@ -74,6 +75,8 @@ def load_model(path: str | Path, providers: Providers = "auto", settings: Sessio
         session = ort.InferenceSession(str(path), sess_options=settings.options(), providers=chosen)
     except Exception as error:  # onnxruntime raises its own non-exported exception types
         raise ModelError(path, f"not a loadable ONNX model ({first_line(error)})") from error
+    if CUDA in chosen and CUDA not in session.get_providers():
+        log.warning("warning: CUDA could not be started on this machine (onnxruntime's lines above say why); using the CPU")
     metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
     _check_signature(session, metadata, path)
     return LoadedModel(path=path, session=session, metadata=metadata)

@@ -7,17 +7,19 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from PIL import Image
 
 from runtime import Classifier, ImageError, ModelError, SessionSettings
 from runtime.imaging import find_images
 from runtime.metadata import ModelMetadata
-from runtime.model import CPU, choose_providers
+from runtime.model import CPU, CUDA, choose_providers
 from runtime.prefetch import decode_ahead
 
 from conftest import COLOR_LABELS, COLOR_SIZE, solid_image
@@ -141,12 +143,19 @@ def test_model_whose_size_disagrees_with_metadata_is_refused(tmp_path: Path, col
         Classifier(wrong)
 
 
-def test_provider_choice() -> None:
+def test_provider_choice(color_model: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert choose_providers("cpu") == [CPU]
     assert choose_providers("auto")[-1] == CPU
     assert choose_providers("cuda")[-1] == CPU  # falls back with a warning where CUDA is absent
     with pytest.raises(ValueError):
         choose_providers("tpu")
+    caplog.clear()  # CUDA asked for by name but not started (here: no CUDA at all): the runtime says it runs on the CPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # onnxruntime's own UserWarning about a provider it does not have
+        classifier = Classifier(color_model, providers=[CUDA, CPU])
+    assert classifier.provider == CPU or CUDA in ort.get_available_providers()
+    if classifier.provider == CPU:
+        assert "warning: CUDA could not be started on this machine" in caplog.text
 
 
 def test_importing_runtime_never_imports_tensorflow() -> None:
