@@ -69,5 +69,15 @@ def build(out_dir: Path) -> Path:
     return max(out_dir.glob(f"{NAME.replace('-', '_')}-*.whl"), key=lambda path: path.stat().st_mtime)
 
 
+def main() -> None:
+    """Build into OUT_DIR (default `dist/`), or exit with one line naming the folder that cannot take it."""
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "dist"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: {out_dir}: cannot be the wheel's folder ({error.strerror or error})")
+    print(build(out_dir))
+
+
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "dist"))
+    main()

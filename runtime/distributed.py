@@ -51,7 +51,7 @@ class EngineError(RetrainOnnxError):
 def require_ray() -> None:
     """`EngineError` (one line saying what to install) when Ray is not installed."""
     if importlib.util.find_spec("ray") is None:
-        raise EngineError("--engine ray needs Ray: pip install ray (or the project's ray extra: pip install 'retrain-onnx[ray]')")
+        raise EngineError("--engine ray needs Ray: pip install ray (or the project's ray extra, from the checkout: pip install -e '.[ray]')")
 
 
 @contextmanager

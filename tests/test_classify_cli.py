@@ -373,4 +373,4 @@ def test_engine_ray_without_ray_installed_is_one_line(color_model: Path, color_i
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == "error: --engine ray needs Ray: pip install ray (or the project's ray extra: pip install 'retrain-onnx[ray]')"
+    assert done.stderr.splitlines()[-1] == "error: --engine ray needs Ray: pip install ray (or the project's ray extra, from the checkout: pip install -e '.[ray]')"

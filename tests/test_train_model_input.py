@@ -48,6 +48,7 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
         (["--positive", "XX"], "--positive 'XX' is not one of the classes ['CD', 'UD']"),
         (["--split", "85,15,0"], "the test split is empty; add images or change --split"),
         (["--group-pattern", r"^(\d+)-"], "the test split is empty; add images or change --split or --group-pattern"),
+        (["--tolerance", "3", "--force"], "Invalid value for --tolerance / --force: applies only with --quantize int8 or --half"),
     ],
 )
 def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path, extra: list[str], message: str) -> None:
@@ -153,7 +154,7 @@ def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_conso
         f"skipped {small_dataset / 'CD' / 'bad[red].jpg'}: not an image file",
         f"skipped {small_dataset / 'CD' / 'x[' / 'y].jpg'}: not an image file",
         f"skipped {locked}: a folder that cannot be read (Permission denied); the images in it are left out",
-        f"note {small_dataset / 'PD'}: no supported image (1 file(s) of other types, e.g. scan.tif), so no class 'PD'",
+        f"note: {small_dataset / 'PD'}: no supported image (1 file(s) of other types, e.g. scan.tif), so no class 'PD'",
         "Decision threshold: intact [ok] when",
     ):
         assert line in out, line
@@ -199,4 +200,4 @@ def test_a_training_command_without_the_train_extra_names_what_to_install(comman
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr == f"error: {command} needs {missing}; install the train extra: pip install 'retrain-onnx[train]'\n"
+    assert done.stderr == f"error: {command} needs {missing}; install the train extra from the checkout: pip install -e '.[train]'\n"

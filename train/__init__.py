@@ -21,4 +21,4 @@ def require_train_extra(command: str, modules: Sequence[str]) -> None:
     (`pip install .` installs every command, but only `classify` works without it)."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        sys.exit(f"error: {command} needs {', '.join(missing)}; install the train extra: pip install 'retrain-onnx[train]'")
+        sys.exit(f"error: {command} needs {', '.join(missing)}; install the train extra from the checkout: pip install -e '.[train]'")

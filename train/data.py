@@ -139,7 +139,7 @@ def load_dataset(
         raise DatasetError(f"{root}: no images found (supported endings: .jpg .jpeg .png .bmp .webp)")
     if len(labels) < 2:
         where = "sub-folders" if labels_from is LabelSource.folder else "file-name prefixes"
-        raise DatasetError(f"{root}: found only the class {labels} ; need at least two classes as {where}")
+        raise DatasetError(f"{root}: found only the class {labels}; need at least two classes as {where}")
     classless = classless_folders(root, labels) if labels_from is LabelSource.folder else []
     dataset = Dataset(root=root, labels=labels, images=images, unlabelled=unlabelled, unreadable=unreadable, classless=classless)
     _check_class_sizes(dataset, fractions)
@@ -224,7 +224,7 @@ def _check_class_sizes(dataset: Dataset, fractions: tuple[float, float, float]) 
         proportions = "/".join(f"{fraction:g}" for fraction in fractions)
         raise DatasetError(
             f"{dataset.root}: class(es) {', '.join(small)} have fewer than {minimum} images, the minimum per class "
-            f"for the split {proportions}; add images or change --split"
+            f"for the split {proportions}; add images, or train with another --split"
         )
 
 

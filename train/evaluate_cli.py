@@ -61,7 +61,7 @@ def run_evaluation(classifier: Classifier, data_dir: Path, labels_from: LabelSou
     check_data_folder(data_dir)
     images, unlabelled, unreadable = labelled_images(data_dir, labels_from)
     if unlabelled:
-        console.print(flagged("note", unlabelled_note(unlabelled, labels_from)))
+        console.print(flagged("note:", unlabelled_note(unlabelled, labels_from)))
     print_skipped(unreadable, console)
     unknown = sorted({image.label for image in images} - set(classifier.labels))
     if unknown:
