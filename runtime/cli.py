@@ -43,7 +43,7 @@ def classify(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write all results to this CSV file; - prints the CSV to stdout instead of the text lines."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
-    providers: str = typer.Option("auto", "--providers", help="auto, cpu or cuda."),
+    providers: str = typer.Option("auto", "--providers", help="auto, cpu, cuda, or onnxruntime provider names separated by commas."),
     threads: int = typer.Option(0, "--threads", min=0, help="onnxruntime intra-op threads; 0 = one per core."),
     optimization: str = typer.Option("all", "--optimization", help=f"Graph optimisation: {', '.join(OPTIMIZATION_LEVELS)}."),
     save_optimized: Optional[Path] = typer.Option(

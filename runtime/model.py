@@ -23,7 +23,8 @@ Providers = Union[str, Sequence[str]]
 
 
 def choose_providers(providers: Providers = "auto") -> list[str]:
-    """Turn "auto", "cpu", "cuda" or an explicit provider list into the list onnxruntime takes.
+    """Turn "auto", "cpu", "cuda" or explicit onnxruntime provider names (a list, or one string of names
+    separated by commas, as the CLI takes them) into the list onnxruntime takes.
 
     "auto" takes CUDA when this onnxruntime build offers it, else the CPU. "cuda" on a build without
     CUDA falls back to the CPU with a warning (a build with CUDA on a machine without a usable GPU is
@@ -32,6 +33,8 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
     available = ort.get_available_providers()
     if not isinstance(providers, str):
         return list(providers)
+    if "ExecutionProvider" in providers:
+        return [name.strip() for name in providers.split(",") if name.strip()]
     choice = providers.lower()
     if choice == "cpu":
         return [CPU]
@@ -41,7 +44,7 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
         if choice == "cuda":
             log.warning("warning: CUDA was requested but this onnxruntime build has no CUDA provider; using the CPU")
         return [CPU]
-    raise ValueError(f"unknown providers {providers!r}: use auto, cpu, cuda or a list of onnxruntime providers")
+    raise ValueError(f"unknown providers {providers!r}: use auto, cpu, cuda or onnxruntime provider names separated by commas (e.g. {CUDA},{CPU})")
 
 
 @dataclass(frozen=True)

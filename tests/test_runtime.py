@@ -147,7 +147,8 @@ def test_provider_choice(color_model: Path, caplog: pytest.LogCaptureFixture) ->
     assert choose_providers("cpu") == [CPU]
     assert choose_providers("auto")[-1] == CPU
     assert choose_providers("cuda")[-1] == CPU  # falls back with a warning where CUDA is absent
-    with pytest.raises(ValueError):
+    assert choose_providers(f"{CUDA}, {CPU}") == [CUDA, CPU]  # the CLI's spelling of a list
+    with pytest.raises(ValueError, match="onnxruntime provider names separated by commas"):
         choose_providers("tpu")
     caplog.clear()  # CUDA asked for by name but not started (here: no CUDA at all): the runtime says it runs on the CPU
     with warnings.catch_warnings():
