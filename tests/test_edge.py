@@ -59,6 +59,7 @@ def test_int8_model_loads_in_the_runtime_and_agrees_with_fp32(small_model: Path,
     fp32, int8 = Classifier(small_model, providers="cpu"), Classifier(int8_path, providers="cpu")
     assert int8.metadata.precision == "int8" and int8.labels == fp32.labels
     assert int8_path.stat().st_size <= 0.30 * small_model.stat().st_size
+    assert int8.metadata.conversion["bytes"] == int8_path.stat().st_size  # its own size, metadata included
     test_images = _test_split(assets_dir)
     fp32_labels = [p.label for p in fp32.predict_batch(test_images)]
     int8_labels = [p.label for p in int8.predict_batch(test_images)]
@@ -69,6 +70,7 @@ def test_int8_model_loads_in_the_runtime_and_agrees_with_fp32(small_model: Path,
     assert conversion["test_images"] == len(test_images) and conversion["calibration_images"] >= 96
     report = json.loads(small_model.with_name("model.int8.report.json").read_text())
     assert report["agreement"] == pytest.approx(agreement) and report["test"]["images"] == len(test_images)
+    assert report["bytes"] == int8_path.stat().st_size
     assert int8.metadata.test_metrics["accuracy"] == report["test"]["accuracy"]  # its own, not the fp32 model's
     assert conversion["model"] == "model.int8.onnx"  # no build machine's path inside the shipped file
     assert set(conversion["float32_nodes"]) <= {node.name for node in onnx.load(small_model).graph.node}  # named as in fp32

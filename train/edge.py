@@ -238,7 +238,7 @@ def _make_variant(
             console.print(flagged("warning:", f"{loss}; written because of --force"))
             summary["forced"] = True
         own_metrics = {key: report[key] for key in ("images", "accuracy", "balanced_accuracy", "log_loss")}
-        _stamp(temporary, replace(baseline.model.metadata, precision=precision, conversion=summary, test_metrics=own_metrics))
+        _stamp_with_own_size(temporary, replace(baseline.model.metadata, precision=precision, test_metrics=own_metrics), summary)
     write_atomically(report_path_for(target), json.dumps({**summary, "test": report}, indent=2).encode())
     console.print(
         f"{precision}: {target} ({summary['size_vs_fp32']:.0%} of fp32) | test accuracy {report['accuracy']:.4f} "
@@ -319,6 +319,18 @@ def _classify(classifier: Classifier, paths: Sequence[str | Path]) -> tuple[list
     labels = classifier.labels
     probabilities = np.array([[result.prediction.probabilities[label] for label in labels] for result in results], np.float32)
     return [result.file for result in results], probabilities, [result.error for result in everything if result.error is not None]
+
+
+def _stamp_with_own_size(path: Path, metadata: ModelMetadata, summary: dict[str, object]) -> None:
+    """Stamp `metadata` with `summary` as its `conversion` into `path`, after setting the summary's `bytes`
+    and `size_vs_fp32` to the stamped file's size (the summary is the report's too). The size is inside the
+    file, so a few rounds settle it: only the figures' lengths can change it."""
+    for _ in range(4):
+        _stamp(path, replace(metadata, conversion=summary))
+        size = path.stat().st_size
+        if size == summary["bytes"]:
+            return
+        summary.update(bytes=size, size_vs_fp32=round(size / summary["source"]["bytes"], 4))
 
 
 def _stamp(path: Path, metadata: ModelMetadata) -> None:
