@@ -50,9 +50,12 @@ def test_worker_processes_and_ray_compute_exactly_the_local_features(assets_dir:
     }.items():
         cache = BottleneckCache(tmp_path / name, backbone)
         extract = onnx_extractor(extractor, cache.directory)
-        spec = WorkerSpec(cache.directory / EXTRACTOR_FILE, (48, 48), tuple(symmetry_views(4, (48, 48))))
-        results[name] = compute_bottlenecks(paths, spec, cache, extract, batch_size=16, console=Console(file=io.StringIO()), engine=engine)
+        for views in (2, 4):  # half the images with 2 views first: then two groups, 2 views missing or all 4
+            spec = WorkerSpec(cache.directory / EXTRACTOR_FILE, (48, 48), tuple(symmetry_views(views, (48, 48))))
+            chosen = paths[::2] if views == 2 else paths
+            results[name] = compute_bottlenecks(chosen, spec, cache, extract, batch_size=16, console=Console(file=io.StringIO()), engine=engine)
     reference = results.pop("this process")
+    assert reference.views_computed == 2 * len(paths[:-1:2]) + 4 * len(paths[1:-1:2])
     assert reference.computed == len(paths) - 1 and [failure.source for failure in reference.failures] == [str(broken)]
     for name, result in results.items():
         assert result.computed == reference.computed and [f.problem for f in result.failures] == [f.problem for f in reference.failures], name

@@ -130,10 +130,13 @@ def test_every_view_is_cached_once_and_only_missing_views_are_computed(small_dat
     np.testing.assert_allclose(first.features[paths[0]][2], direct, rtol=1e-4, atol=1e-4)
     cache.path_for(hashlib.sha256(paths[1].read_bytes()).hexdigest(), "v").unlink()  # one lost view: only it is recomputed
     again, said = run(4)
-    assert (again.computed, again.reused, sum(rows)) == (1, 4, 1) and "1 of 4 views each, the others cached" in said
+    assert (again.computed, again.views_computed, again.reused, sum(rows)) == (1, 1, 4, 1)
+    assert "1 to compute: 1 with 1 of 4 views; the other views are cached" in said
     np.testing.assert_allclose(again.features[paths[1]], first.features[paths[1]], atol=1e-5)
+    paths.append(sorted(small_dataset.glob("*/*.jpg"))[5])  # and one new image: two groups in one run
     more, said = run(8)  # from 4 views to 8: the 4 new views of each image, not all 8
-    assert (more.computed, sum(rows)) == (5, 20) and "4 of 8 views each, the others cached" in said
+    assert (more.computed, more.views_computed, sum(rows)) == (6, 28, 28)
+    assert "6 to compute: 1 with all 8 views, 5 with 4 of 8 views; the other views are cached" in said
     np.testing.assert_array_equal(more.features[paths[0]][:4], first.features[paths[0]])
     direct = np.asarray(extractor(views[6].apply(load_for_model(paths[0], (SIZE, SIZE)))[None]))[0]
     np.testing.assert_allclose(more.features[paths[0]][6], direct, rtol=1e-4, atol=1e-4)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +25,7 @@ from runtime.imaging import try_load_for_model
 from train.atomic import bytes_sha256, file_sha256
 from train.cache import BottleneckCache
 from train.console import print_skipped, training_console
-from train.engines import EngineConfig, WorkerSpec, feature_batches
+from train.engines import Chunk, EngineConfig, WorkerSpec, feature_batches
 from train.feature_worker import ImageFeatures
 
 
@@ -35,7 +36,10 @@ class BottleneckResult:
     features: dict[Path, np.ndarray] = field(default_factory=dict)
     #: SHA-256 of the bytes of every image that could be read (the cache key).
     content_hashes: dict[Path, str] = field(default_factory=dict)
+    #: Images whose features were (partly) computed, and how many views that took in all.
     computed: int = 0
+    views_computed: int = 0
+    #: Images whose views were all in the cache.
     reused: int = 0
     #: Images skipped because an earlier run found their bytes unreadable (see `BottleneckCache.unreadable`).
     known_unreadable: int = 0
@@ -92,18 +96,20 @@ def compute_bottlenecks(
         print_skipped(result.failures, console)
         return result
     groups = _by_missing_views(pending)
-    console.print(f"Bottlenecks: {result.reused} cached, {len(pending)} to compute ({_views_to_compute(groups, len(spec.views))}){known}")
+    console.print(f"Bottlenecks: {result.reused} cached, {len(pending)} to compute{_views_to_compute(groups, len(spec.views))}{known}")
+    chunk_hashes = [
+        hashes[start : start + per_batch]
+        for missing, hashes in groups.items()
+        for per_batch in [max(1, batch_size // len(missing))]  # images per backbone batch of these views
+        for start in range(0, len(hashes), per_batch)
+    ]
+    chunks = [Chunk([str(pending[content_hash].paths[0]) for content_hash in part], pending[part[0]].missing) for part in chunk_hashes]
     with _progress(console) as progress:
         task = progress.add_task("Computing bottlenecks", total=len(pending))
-        for missing, hashes in groups.items():
-            group_spec = replace(spec, views=tuple(spec.views[index] for index in missing))
-            images_per_batch = max(1, batch_size // len(missing))
-            hash_chunks = [hashes[start : start + images_per_batch] for start in range(0, len(hashes), images_per_batch)]
-            name_chunks = [[str(pending[content_hash].paths[0]) for content_hash in chunk] for chunk in hash_chunks]
-            for chunk, outcomes in zip(hash_chunks, feature_batches(name_chunks, group_spec, engine, extract)):
-                for content_hash, outcome in zip(chunk, outcomes):
-                    _store(content_hash, outcome, pending[content_hash], spec, cache, result)
-                progress.advance(task, len(chunk))
+        for hashes, outcomes in zip(chunk_hashes, feature_batches(chunks, spec, engine, extract)):  # one engine for all groups
+            for content_hash, outcome in zip(hashes, outcomes):
+                _store(content_hash, outcome, pending[content_hash], spec, cache, result)
+            progress.advance(task, len(hashes))
     print_skipped(result.failures, console)
     return result
 
@@ -132,13 +138,18 @@ def _by_missing_views(pending: dict[str, _Pending]) -> dict[tuple[int, ...], lis
 
 
 def _views_to_compute(groups: dict[tuple[int, ...], list[str]], view_count: int) -> str:
-    """How many views each image to compute needs, for the console: "8 views each" or "8 of 16 views each, the
-    others cached"."""
-    counts = sorted({len(missing) for missing in groups})
-    if counts == [view_count]:
-        return f"{view_count} views each"
-    spread = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-    return f"{spread} of {view_count} views each, the others cached"
+    """How many views the images to compute need, for the console: " (8 views each)", or, where some of
+    their views are cached, ": 20 with all 8 views, 60 with 4 of 8 views; the other views are cached"."""
+    images_by_count = Counter()
+    for missing, hashes in groups.items():
+        images_by_count[len(missing)] += len(hashes)
+    if list(images_by_count) == [view_count]:
+        return f" ({view_count} views each)"
+    parts = [
+        f"{images} with {f'all {count}' if count == view_count else f'{count} of {view_count}'} views"
+        for count, images in sorted(images_by_count.items(), reverse=True)
+    ]
+    return f": {', '.join(parts)}; the other views are cached"
 
 
 def _store(
@@ -168,6 +179,7 @@ def _store(
         features[index] = row
     result.features.update(dict.fromkeys(copies, np.stack(features)))
     result.computed += 1
+    result.views_computed += len(image.missing)
 
 
 def _hashed_bytes_do_not_load(path: Path, content_hash: str, size: tuple[int, int]) -> bool:

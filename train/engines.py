@@ -24,8 +24,12 @@ from runtime.prefetch import decode_ahead
 from train.feature_worker import FeatureWorker, ImageFeatures, decode, features_of
 from train.views import ImageView
 
-#: One backbone batch: image file paths.
-Chunk = Sequence[str]
+@dataclass(frozen=True)
+class Chunk:
+    """One backbone batch: image file paths, and which of the spec's views (indices) to compute for each."""
+
+    names: Sequence[str]
+    views: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,15 @@ class WorkerSpec:
     input_size: tuple[int, int]
     views: tuple[ImageView, ...]
 
+    def views_at(self, indices: Sequence[int]) -> list[ImageView]:
+        """The views at `indices` (a chunk's `views`)."""
+        return [self.views[index] for index in indices]
+
 
 def feature_batches(
     chunks: Sequence[Chunk], spec: WorkerSpec, config: EngineConfig, extract: Callable[[np.ndarray], np.ndarray]
 ) -> Iterator[list[ImageFeatures]]:
-    """Each chunk's features ((views, feature_dim) per image, or its `ImageError`), in chunk order.
+    """Each chunk's features ((the chunk's views, feature_dim) per image, or its `ImageError`), in chunk order.
 
     `extract` is this process's backbone, used when the run stays in this process.
     """
@@ -76,8 +84,9 @@ def feature_batches(
 def _in_this_process(chunks: Sequence[Chunk], spec: WorkerSpec, extract: Callable[[np.ndarray], np.ndarray]) -> Iterator[list[ImageFeatures]]:
     """Decode in a thread pool one chunk ahead; run the backbone here."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for _, decoded in decode_ahead(pool, chunks, lambda name: decode(name, None, spec.input_size)):
-            yield features_of(decoded, spec.views, extract)
+        decoding = decode_ahead(pool, (chunk.names for chunk in chunks), lambda name: decode(name, None, spec.input_size))
+        for chunk, (_, decoded) in zip(chunks, decoding):
+            yield features_of(decoded, spec.views_at(chunk.views), extract)
 
 
 _worker: FeatureWorker | None = None
@@ -90,7 +99,7 @@ def _start_worker(spec: WorkerSpec) -> None:
 
 def _run_chunk(chunk: Chunk) -> list[ImageFeatures]:
     assert _worker is not None, "worker process not initialised"
-    return _worker.run([(name, None) for name in chunk])
+    return _worker.run([(name, None) for name in chunk.names], chunk.views)
 
 
 def _in_processes(chunks: Sequence[Chunk], spec: WorkerSpec, workers: int) -> Iterator[list[ImageFeatures]]:

@@ -76,6 +76,8 @@ class FeatureWorker:
         self.views = list(views)
         self.extract = OnnxExtractor(model, SessionSettings(intra_op_threads=threads))
 
-    def run(self, items: Sequence[tuple[str, bytes | None]]) -> list[ImageFeatures]:
-        """Features of (file name, file bytes or None to read the file here) items, in order."""
-        return features_of([decode(name, data, self.input_size) for name, data in items], self.views, self.extract)
+    def run(self, items: Sequence[tuple[str, bytes | None]], view_indices: Sequence[int]) -> list[ImageFeatures]:
+        """Features of the views at `view_indices` of (file name, file bytes or None to read the file here)
+        items, in order."""
+        views = [self.views[index] for index in view_indices]
+        return features_of([decode(name, data, self.input_size) for name, data in items], views, self.extract)

@@ -129,7 +129,9 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     splits = _split_features(dataset, bottlenecks.features, (len(views), backbone.spec.feature_dim))
     train_x, train_y, train_images = splits["train"]
     skipped = [*dataset.unreadable, *bottlenecks.failures]
-    bottleneck_counts: dict[str, object] = {"computed": bottlenecks.computed, "reused": bottlenecks.reused}
+    bottleneck_counts: dict[str, object] = {
+        "computed": bottlenecks.computed, "views_computed": bottlenecks.views_computed, "reused": bottlenecks.reused
+    }
     if config.augment:
         augmented = compute_bottlenecks(
             [image.path for image in train_images], replace(spec, views=tuple(augmented_views(config.augment, seed))),

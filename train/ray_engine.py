@@ -28,15 +28,15 @@ def ray_feature_batches(chunks: Sequence[Chunk], spec: WorkerSpec, config: Engin
         actors = [actor.remote(model, spec.input_size, spec.views, 1) for _ in range(actor_count(config.workers))]
         turns = itertools.cycle(actors)
         yield from in_order(
-            lambda chunk: next(turns).run.remote(_with_bytes(chunk)).future(), chunks, window=2 * len(actors),
+            lambda chunk: next(turns).run.remote(_with_bytes(chunk.names), chunk.views).future(), chunks, window=2 * len(actors),
             died=(ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError),
         )
 
 
-def _with_bytes(chunk: Chunk) -> list[tuple[str, bytes | None]]:
+def _with_bytes(names: Sequence[str]) -> list[tuple[str, bytes | None]]:
     """(name, bytes) per file; None when this machine cannot read it (the worker then reports the error)."""
     items: list[tuple[str, bytes | None]] = []
-    for name in chunk:
+    for name in names:
         try:
             items.append((name, Path(name).read_bytes()))
         except OSError:
