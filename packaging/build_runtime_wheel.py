@@ -73,10 +73,11 @@ def main() -> None:
     """Build into OUT_DIR (default `dist/`), or exit with one line naming the folder that cannot take it."""
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "dist"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        print(build(out_dir))
     except OSError as error:
         sys.exit(f"error: {out_dir}: cannot be the wheel's folder ({error.strerror or error})")
-    print(build(out_dir))
+    except subprocess.CalledProcessError as error:
+        sys.exit(f"error: pip could not build the wheel into {out_dir} (exit {error.returncode}; its message is above)")
 
 
 if __name__ == "__main__":

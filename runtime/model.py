@@ -34,7 +34,11 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
     if not isinstance(providers, str):
         return list(providers)
     if "ExecutionProvider" in providers:
-        return [name.strip() for name in providers.split(",") if name.strip()]
+        names = [name.strip() for name in providers.split(",")]
+        unknown = [name for name in names if name not in ort.get_all_providers()]
+        if unknown:
+            raise ValueError(f"unknown onnxruntime providers {unknown}: choose from {ort.get_all_providers()}")
+        return names
     choice = providers.lower()
     if choice == "cpu":
         return [CPU]
@@ -78,8 +82,9 @@ def load_model(path: str | Path, providers: Providers = "auto", settings: Sessio
         session = ort.InferenceSession(str(path), sess_options=settings.options(), providers=chosen)
     except Exception as error:  # onnxruntime raises its own non-exported exception types
         raise ModelError(path, f"not a loadable ONNX model ({first_line(error)})") from error
-    if CUDA in chosen and CUDA not in session.get_providers():
-        log.warning("warning: CUDA could not be started on this machine (onnxruntime's lines above say why); using the CPU")
+    not_started = [name for name in chosen if name not in session.get_providers()]
+    if not_started:
+        log.warning(f"warning: {', '.join(not_started)} could not be started (onnxruntime says why); using {session.get_providers()[0]}")
     metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
     _check_signature(session, metadata, path)
     return LoadedModel(path=path, session=session, metadata=metadata)

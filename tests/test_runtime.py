@@ -148,6 +148,8 @@ def test_provider_choice(color_model: Path, caplog: pytest.LogCaptureFixture) ->
     assert choose_providers("auto")[-1] == CPU
     assert choose_providers("cuda")[-1] == CPU  # falls back with a warning where CUDA is absent
     assert choose_providers(f"{CUDA}, {CPU}") == [CUDA, CPU]  # the CLI's spelling of a list
+    with pytest.raises(ValueError, match="unknown onnxruntime providers"):
+        choose_providers(f"{CUDA};{CPU}")
     with pytest.raises(ValueError, match="onnxruntime provider names separated by commas"):
         choose_providers("tpu")
     caplog.clear()  # CUDA asked for by name but not started (here: no CUDA at all): the runtime says it runs on the CPU
@@ -156,7 +158,7 @@ def test_provider_choice(color_model: Path, caplog: pytest.LogCaptureFixture) ->
         classifier = Classifier(color_model, providers=[CUDA, CPU])
     assert classifier.provider == CPU or CUDA in ort.get_available_providers()
     if classifier.provider == CPU:
-        assert "warning: CUDA could not be started on this machine" in caplog.text
+        assert f"warning: {CUDA} could not be started (onnxruntime says why); using {CPU}" in caplog.text
 
 
 def test_importing_runtime_never_imports_tensorflow() -> None:

@@ -48,7 +48,8 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
         (["--positive", "XX"], "--positive 'XX' is not one of the classes ['CD', 'UD']"),
         (["--split", "85,15,0"], "the test split is empty; add images or change --split"),
         (["--group-pattern", r"^(\d+)-"], "the test split is empty; add images or change --split or --group-pattern"),
-        (["--tolerance", "3", "--force"], "Invalid value for --tolerance / --force: applies only with --quantize int8 or --half"),
+        (["--tolerance", "3", "--force"], "Invalid value for --tolerance / --force: shapes only the variants, and no such variant is asked for"),
+        (["--half", "--calibration-images", "50"], "Invalid value for --calibration-images: shapes only int8, and no such variant is asked for"),
     ],
 )
 def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path, extra: list[str], message: str) -> None:

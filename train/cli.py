@@ -21,8 +21,7 @@ from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
 from runtime.distributed import Engine
 from train.engines import EngineConfig
-from train.edge import EdgeConfig
-from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error
+from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, edge_config, exit_on_error
 from train.fine_tune import FineTuneConfig
 from train.head import C_GRID, HeadConfig
 from train.pipeline import TrainConfig, run
@@ -148,28 +147,10 @@ def train_model(
         fine_tune=FineTuneConfig(layers=fine_tune_layers, epochs=fine_tune_epochs),
         positive=positive,
         target_recall=target_recall,
-        edge=_edge_config(quantize is Precision.int8, half, calibration_images, tolerance, force),
+        edge=edge_config(quantize is Precision.int8, half, calibration_images, tolerance, force),
     )
     with exit_on_error("finished work is kept (cached features, written files); run the same command again to resume"):
         run(config)
-
-
-def _edge_config(int8: bool, fp16: bool, calibration_images: int, tolerance: float, force: bool) -> EdgeConfig:
-    """The variants to make; options that only shape a variant are refused when none is asked for."""
-    config = EdgeConfig(int8=int8, fp16=fp16, calibration_images=calibration_images, tolerance_points=tolerance, force=force)
-    default = EdgeConfig()
-    given = [
-        option
-        for option, changed in (
-            ("--calibration-images", calibration_images != default.calibration_images),
-            ("--tolerance", tolerance != default.tolerance_points),
-            ("--force", force),
-        )
-        if changed
-    ]
-    if given and not config.precisions:
-        raise typer.BadParameter("applies only with --quantize int8 or --half, and neither is given", param_hint=" / ".join(given))
-    return config
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Iterator
 import typer
 
 from runtime.errors import RetrainOnnxError
-from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS
+from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS, EdgeConfig
 
 #: Exit code of a run stopped by a `RetrainOnnxError` (bad data, refused variant, unusable model).
 EXIT_ERROR = 2
@@ -30,6 +30,25 @@ TOLERANCE_OPTION = typer.Option(
     TOLERANCE_POINTS, "--tolerance", callback=_finite, help="Largest test accuracy loss, in points, a variant may have before it is refused."
 )
 FORCE_OPTION = typer.Option(False, "--force", help="Write a variant even when it loses more than --tolerance.")
+
+
+def edge_config(int8: bool, fp16: bool, calibration_images: int, tolerance: float, force: bool) -> EdgeConfig:
+    """The variants to make, refusing (usage error) options that would shape none of them: --tolerance and
+    --force without any variant, --calibration-images without int8 (only int8 is calibrated)."""
+    config = EdgeConfig(int8=int8, fp16=fp16, calibration_images=calibration_images, tolerance_points=tolerance, force=force)
+    unused = [
+        option
+        for option, given, used in (
+            ("--calibration-images", calibration_images != CALIBRATION_IMAGES, int8),
+            ("--tolerance", tolerance != TOLERANCE_POINTS, int8 or fp16),
+            ("--force", force, int8 or fp16),
+        )
+        if given and not used
+    ]
+    if unused:
+        what = "int8" if unused == ["--calibration-images"] else "the variants"
+        raise typer.BadParameter(f"shapes only {what}, and no such variant is asked for", param_hint=" / ".join(unused))
+    return config
 
 
 @contextmanager

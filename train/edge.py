@@ -162,17 +162,22 @@ def warn_about_stale_variants(model_path: Path, console: Console) -> None:
     current = file_sha256(model_path)
     for precision in PRECISIONS:
         target = variant_path(model_path, precision)
-        if target.is_file() and _source_sha256(target) != current:
-            console.print(flagged("warning:", f"{target} was made from another model than {model_path} as it is now; "
+        if not target.is_file():
+            continue
+        source = _source_sha256(target)
+        if source != current:
+            problem = "was made from another model than" if source else "is not a variant whose metadata says it was made from"
+            console.print(flagged("warning:", f"{target} {problem} {model_path} as it is now; "
                                   "left as it was (delete it, or make it again with quantize-model)"))
 
 
 def _source_sha256(variant: Path) -> str | None:
-    """The SHA-256 of the fp32 model `variant` was made from, as its metadata records it (None if unknown)."""
+    """The SHA-256 of the fp32 model `variant` was made from, as its metadata records it; None when the
+    file cannot be read as a variant of this toolkit."""
     try:
         props = {prop.key: prop.value for prop in onnx.load(variant, load_external_data=False).metadata_props}
         source = ModelMetadata.from_props(props, str(variant)).conversion.get("source", {})
-    except Exception:  # not a loadable variant of ours: it cannot be this model's either
+    except Exception:  # unreadable, not ONNX, or not ours: onnx and the metadata parser raise many types
         return None
     return source.get("sha256") if isinstance(source, dict) else None
 
@@ -324,13 +329,17 @@ def _classify(classifier: Classifier, paths: Sequence[str | Path]) -> tuple[list
 def _stamp_with_own_size(path: Path, metadata: ModelMetadata, summary: dict[str, object]) -> None:
     """Stamp `metadata` with `summary` as its `conversion` into `path`, after setting the summary's `bytes`
     and `size_vs_fp32` to the stamped file's size (the summary is the report's too). The size is inside the
-    file, so a few rounds settle it: only the figures' lengths can change it."""
+    file, so a few rounds settle it; in the rare case that the ratio's rounding keeps changing the length
+    (0.2999 -> 0.3), the figures last stamped are kept, so the metadata and the reports still agree (a
+    byte or two off the file)."""
     for _ in range(4):
         _stamp(path, replace(metadata, conversion=summary))
+        stamped = {key: summary[key] for key in ("bytes", "size_vs_fp32")}
         size = path.stat().st_size
         if size == summary["bytes"]:
             return
         summary.update(bytes=size, size_vs_fp32=round(size / summary["source"]["bytes"], 4))
+    summary.update(stamped)
 
 
 def _stamp(path: Path, metadata: ModelMetadata) -> None:

@@ -7,6 +7,7 @@ check runs on the same held-out images as training's evaluation when given the s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from train import ONNX_TOOLS, require_train_extra
@@ -17,9 +18,9 @@ import typer  # noqa: E402
 
 from runtime import Classifier  # noqa: E402
 from train.console import training_console  # noqa: E402
-from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, exit_on_error  # noqa: E402
+from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, edge_config, exit_on_error  # noqa: E402
 from train.data import DatasetError, LabelSource, load_dataset  # noqa: E402
-from train.edge import EdgeConfig, make_variants  # noqa: E402
+from train.edge import make_variants  # noqa: E402
 
 app = typer.Typer(add_completion=False, help="Make int8 / fp16 versions of an exported model and check them on its test split.")
 
@@ -37,6 +38,7 @@ def quantize_model(
     """Write MODEL.int8.onnx (and MODEL.fp16.onnx with --half) with a report beside each."""
     if not int8 and not half:
         raise typer.BadParameter("nothing to do: --no-int8 without --half", param_hint="'--no-int8'")
+    config = edge_config(int8, half, calibration_images, tolerance, force)  # refuses options no variant uses
     console = training_console()
     with exit_on_error("variants finished before it are kept; none is half-written"):
         metadata = Classifier(model, providers="cpu").metadata
@@ -53,8 +55,7 @@ def quantize_model(
         )
         if dataset.labels != metadata.labels:
             raise DatasetError(f"{calibrate}: classes {dataset.labels} differ from the model's labels {metadata.labels}")
-        config = EdgeConfig(int8=int8, fp16=half, calibration_images=calibration_images, tolerance_points=tolerance, force=force, seed=seed)
-        make_variants(model, dataset, config, console)
+        make_variants(model, dataset, replace(config, seed=seed), console)
 
 
 def main() -> None:
