@@ -40,6 +40,19 @@ def cache_entries(workspace: Path) -> list[Path]:
     return list((workspace / "bottlenecks").rglob("*.features"))
 
 
+@pytest.mark.parametrize("tool", ["train-model", "quantize-model"])
+def test_ctrl_c_while_a_command_starts_is_one_line_not_a_traceback(tool: str, assets_dir: Path, tmp_path: Path) -> None:
+    arguments = [assets_dir, "--export", tmp_path / "m.onnx"] if tool == "train-model" else [tmp_path / "m.onnx", "--calibrate", assets_dir]
+    process = subprocess.Popen([str(Path(sys.executable).parent / tool), *map(str, arguments)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)  # its imports take longer than this (TensorFlow, onnx, scikit-learn)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: "), stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resumes(assets_dir: Path, tmp_path: Path) -> None:
     workspace, model = tmp_path / "cache", tmp_path / "m.onnx"
     run = command(assets_dir, workspace, model, "--weights", "none", "--image-size", "160")

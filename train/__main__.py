@@ -1,16 +1,6 @@
-"""`python -m train` is `train-model`; also the console script's entry point.
+"""`python -m train` is `train-model` (see `train.entry_points`)."""
 
-The import of `train.cli` (and with it TensorFlow) waits until `main` runs: `--workers N` spawns worker
-processes that re-import the entry point's module, and they must stay free of TensorFlow.
-"""
-
-
-def main() -> None:
-    """Run `train-model`."""
-    from train.cli import main as run_cli
-
-    run_cli()
-
+from train.entry_points import train_model
 
 if __name__ == "__main__":
-    main()
+    train_model()

@@ -10,11 +10,10 @@ import typer
 
 from runtime.errors import RetrainOnnxError
 from train.edge import CALIBRATION_IMAGES, TOLERANCE_POINTS, EdgeConfig
+from train.entry_points import EXIT_INTERRUPTED
 
 #: Exit code of a run stopped by a `RetrainOnnxError` (bad data, refused variant, unusable model).
 EXIT_ERROR = 2
-#: Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 
 HALF_OPTION = typer.Option(False, "--half", help="Also write MODEL.fp16.onnx (fp16 for GPUs; uint8 input kept).")
 CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", min=1, help="Training images that calibrate int8 ranges (stratified).")
