@@ -34,10 +34,10 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
     if not isinstance(providers, str):
         return list(providers)
     if "ExecutionProvider" in providers:
-        names = [name.strip() for name in providers.split(",")]
-        unknown = [name for name in names if name not in ort.get_all_providers()]
+        names, known = [name.strip() for name in providers.split(",")], ort.get_all_providers()
+        unknown = [name for name in names if name not in known]
         if unknown:
-            raise ValueError(f"unknown onnxruntime providers {unknown}: choose from {ort.get_all_providers()}")
+            raise ValueError(f"unknown onnxruntime providers {unknown}: choose from {known}")
         return names
     choice = providers.lower()
     if choice == "cpu":

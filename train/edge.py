@@ -150,16 +150,17 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
         except _Refused as refusal:
             refusals.append(str(refusal))
             console.print(flagged("refused:", refusal, "red"))  # and the next variant is still made
-    warn_about_stale_variants(model_path, console)
+    warn_about_stale_variants(model_path, console, baseline.source["sha256"])
     if refusals:
         raise AccuracyGateError(refusals, summaries)
     return summaries
 
 
-def warn_about_stale_variants(model_path: Path, console: Console) -> None:
+def warn_about_stale_variants(model_path: Path, console: Console, model_sha256: str | None = None) -> None:
     """Warn about each int8/fp16 file beside `model_path` that was made from another model (an earlier
-    export, or a refused variant's predecessor): it is left as it was, and it is not this model's variant."""
-    current = file_sha256(model_path)
+    export, or a refused variant's predecessor): it is left as it was, and it is not this model's variant.
+    `model_sha256` is the model's SHA-256 when the caller has it already (hashed here otherwise)."""
+    current = model_sha256 or file_sha256(model_path)
     for precision in PRECISIONS:
         target = variant_path(model_path, precision)
         if not target.is_file():
@@ -332,14 +333,17 @@ def _stamp_with_own_size(path: Path, metadata: ModelMetadata, summary: dict[str,
     file, so a few rounds settle it; in the rare case that the ratio's rounding keeps changing the length
     (0.2999 -> 0.3), the figures last stamped are kept, so the metadata and the reports still agree (a
     byte or two off the file)."""
-    for _ in range(4):
-        _stamp(path, replace(metadata, conversion=summary))
+    proto = onnx.load(path)
+    for _ in range(4):  # sized in memory: the serialised size is the file's
+        write_metadata(proto, replace(metadata, conversion=summary))
         stamped = {key: summary[key] for key in ("bytes", "size_vs_fp32")}
-        size = path.stat().st_size
+        size = proto.ByteSize()
         if size == summary["bytes"]:
-            return
+            break
         summary.update(bytes=size, size_vs_fp32=round(size / summary["source"]["bytes"], 4))
-    summary.update(stamped)
+    else:
+        summary.update(stamped)
+    onnx.save(proto, path)
 
 
 def _stamp(path: Path, metadata: ModelMetadata) -> None:
