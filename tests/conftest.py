@@ -122,3 +122,8 @@ def color_images(tmp_path: Path) -> dict[str, Path]:
     """One real JPEG per colour label."""
     colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
     return {label: solid_image(tmp_path / f"{label}.jpg", rgb) for label, rgb in colors.items()}
+
+
+def unboxed(text: str) -> str:
+    """`text` with typer's usage-error box frame and line breaks taken out, words joined by single spaces."""
+    return " ".join(text.replace("│", " ").split())

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("tensorflow")
 onnx = pytest.importorskip("onnx")
 
+from conftest import unboxed  # noqa: E402
 from runtime import Classifier  # noqa: E402
 from runtime.imaging import load_for_model  # noqa: E402
 from train.data import LabeledImage, load_dataset  # noqa: E402
@@ -312,7 +313,9 @@ def test_gate_refuses_each_variant_checks_the_next_and_a_nan_tolerance_is_a_usag
     assert "model.int8.onnx: int8 loses" in message and " | " in message and "model.fp16.onnx: fp16 loses" in message
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
     nan = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", "nan")
-    assert nan.returncode == 2 and "--tolerance" in nan.stderr and "not a number of points" in nan.stderr
+    assert nan.returncode == 2 and "'--tolerance': must be a finite number of points, not nan" in unboxed(nan.stderr)
+    overflow = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", "1e400")
+    assert overflow.returncode == 2 and "not inf (a number beyond 1.8e308 reads as inf)" in unboxed(overflow.stderr)
     idle = _run("quantize-model", tmp_path / "never-read.onnx", "--calibrate", assets_dir, "--no-int8")
     assert idle.returncode == 2 and "nothing to do: --no-int8 without --half" in idle.stderr
 
@@ -348,13 +351,18 @@ def test_optimised_files_are_refused_and_variants_of_another_model_are_named(sma
     retrained.doc_string = "exported again"
     onnx.save(retrained, model)
     shutil.copy(small_model.with_name("model.fp16.onnx"), tmp_path)
+    shutil.copy(small_model.with_name("model.fp16.report.json"), tmp_path)
     (tmp_path / "model.int8.onnx").write_bytes(b"not a model")
     before = (tmp_path / "model.fp16.onnx").read_bytes()
     result = _run("quantize-model", model, "--calibrate", assets_dir, "--no-int8", "--half", "--tolerance", -1)
     assert result.returncode == 2 and "model.fp16.onnx: fp16 loses" in result.stderr
     said = " ".join(result.stdout.split())
-    assert f"warning: {tmp_path / 'model.fp16.onnx'} was made from another model than {model} as it is now; left as it was" in said
+    assert (
+        f"warning: {tmp_path / 'model.fp16.onnx'} was made from another model than {model} as it is now; left as it was "
+        f"(delete {tmp_path / 'model.fp16.onnx'} and its report {tmp_path / 'model.fp16.report.json'}, or make it again"
+    ) in said
     assert f"warning: {tmp_path / 'model.int8.onnx'} is not a variant whose metadata says it was made from {model}" in said
+    assert f"(delete {tmp_path / 'model.int8.onnx'}, or make it again" in said
     assert (tmp_path / "model.fp16.onnx").read_bytes() == before
 
 
@@ -364,8 +372,10 @@ def test_a_test_split_without_one_readable_image_stops_in_one_line(small_model: 
     test = load_dataset(data).split("test")
     for image in test:
         image.path.write_bytes(b"not a jpeg")
+    (tmp_path / "model.int8.onnx").write_bytes(b"left by another run")
     result = _run("quantize-model", shutil.copy(small_model, tmp_path / "model.onnx"), "--calibrate", data, "--no-int8", "--half")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'model.onnx'}: none of the {len(test)} held-out test images could be read; cannot check edge variants"
     ]
+    assert f"warning: {tmp_path / 'model.int8.onnx'} is not a variant" in " ".join(result.stdout.split())  # named even so

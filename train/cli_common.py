@@ -21,7 +21,8 @@ CALIBRATION_OPTION = typer.Option(CALIBRATION_IMAGES, "--calibration-images", mi
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a number of points")
+        overflow = "" if math.isnan(value) else " (a number beyond 1.8e308 reads as inf)"
+        raise typer.BadParameter(f"must be a finite number of points, not {value}{overflow}")
     return value
 
 

@@ -139,9 +139,25 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
             f"{model_path}: an onnxruntime-optimised file (ops {', '.join(runtime_only)}, as `classify --save-optimized` "
             "writes); quantize the model it was saved from instead"
         )
+    source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
+    try:
+        summaries, refusals = _make_each(reference, source, model_path, dataset, config, console)
+    except RetrainOnnxError:  # stopped early (no readable test or calibration image): old variants are still named
+        warn_about_stale_variants(model_path, console, source["sha256"])
+        raise
+    warn_about_stale_variants(model_path, console, source["sha256"])
+    if refusals:
+        raise AccuracyGateError(refusals, summaries)
+    return summaries
+
+
+def _make_each(
+    reference: Classifier, source: dict[str, object], model_path: Path, dataset: Dataset, config: EdgeConfig, console: Console
+) -> tuple[list[dict[str, object]], list[str]]:
+    """The summaries of the variants written and the refusals of the others, in `config.precisions` order."""
     test = held_out(dataset, reference.metadata.split.get("seen_fingerprints"), console)
     prepare_variant_outputs(model_path, config.precisions)
-    baseline = _baseline(reference, model_path, dataset.labels, test, len(dataset.split("test")) - len(test), console)
+    baseline = _baseline(reference, model_path, source, dataset.labels, test, len(dataset.split("test")) - len(test), console)
     calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
     summaries, refusals = [], []
     for precision in config.precisions:
@@ -150,10 +166,7 @@ def make_variants(model_path: Path, dataset: Dataset, config: EdgeConfig, consol
         except _Refused as refusal:
             refusals.append(str(refusal))
             console.print(flagged("refused:", refusal, "red"))  # and the next variant is still made
-    warn_about_stale_variants(model_path, console, baseline.source["sha256"])
-    if refusals:
-        raise AccuracyGateError(refusals, summaries)
-    return summaries
+    return summaries, refusals
 
 
 def warn_about_stale_variants(model_path: Path, console: Console, model_sha256: str | None = None) -> None:
@@ -168,8 +181,10 @@ def warn_about_stale_variants(model_path: Path, console: Console, model_sha256: 
         source = _source_sha256(target)
         if source != current:
             problem = "was made from another model than" if source else "is not a variant whose metadata says it was made from"
+            report = report_path_for(target)
+            kept = f"{target} and its report {report}" if report.is_file() else str(target)
             console.print(flagged("warning:", f"{target} {problem} {model_path} as it is now; "
-                                  "left as it was (delete it, or make it again with quantize-model)"))
+                                  f"left as it was (delete {kept}, or make it again with quantize-model)"))
 
 
 def _source_sha256(variant: Path) -> str | None:
@@ -192,7 +207,8 @@ def onnxruntime_only_ops(model_path: Path) -> list[str]:
 
 
 def _baseline(
-    reference: Classifier, model_path: Path, labels: list[str], test: list[LabeledImage], left_out: int, console: Console
+    reference: Classifier, model_path: Path, source: dict[str, object], labels: list[str], test: list[LabeledImage], left_out: int,
+    console: Console,
 ) -> _Baseline:
     files, probabilities, unreadable = _classify(reference, [image.path for image in test])
     print_skipped(unreadable, console)
@@ -201,7 +217,6 @@ def _baseline(
     by_path = {str(image.path): image for image in test}
     truth = np.array([labels.index(by_path[file].label) for file in files])
     relative = [by_path[file].relative for file in files]
-    source = {"model": model_path.name, "sha256": file_sha256(model_path), "bytes": model_path.stat().st_size}
     return _Baseline(reference, labels, files, truth, relative, probabilities, unreadable, source, left_out)
 
 
