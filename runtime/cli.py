@@ -55,6 +55,7 @@ def classify(
 ) -> None:
     """Print `Image: x.jpg | Predicted: CD (0.97)` per image; bad images go to stderr (exit code 1)."""
     _escape_unprintable_names()
+    refuse_unused_options({"--workers": workers is not None, "--ray-address": ray_address is not None}, engine is Engine.ray, "--engine ray")
     try:
         settings = SessionSettings(intra_op_threads=threads, optimization=optimization, optimized_model_path=save_optimized)
     except ValueError as error:
@@ -62,7 +63,7 @@ def classify(
     csv_to_stdout = csv_path is not None and str(csv_path) == STDOUT
     if csv_to_stdout and as_json:
         raise typer.BadParameter("--csv - and --json would both print to stdout; choose one", param_hint="'--csv'")
-    _refuse_outputs_over_inputs(model, inputs or [], None if csv_to_stdout else csv_path, save_optimized)
+    _refuse_outputs_over_inputs(model, [*(inputs or []), *([list_file] if list_file else [])], None if csv_to_stdout else csv_path, save_optimized)
     try:
         classifier = Classifier(model, providers=providers, settings=settings)
     except ValueError as error:  # an unknown --providers choice
@@ -120,11 +121,22 @@ def _results(
     yield from classify_on_ray(classifier, model, named, batch_size, workers, ray_address, providers)
 
 
+def refuse_unused_options(given: dict[str, bool], used: bool, needed: str) -> None:
+    """A usage error naming the options in `given` that were given (True) although, without `needed`
+    (`used` False), they would change nothing: an option silently ignored hides a mistake."""
+    unused = [option for option, was_given in given.items() if was_given and not used]
+    if unused:
+        raise typer.BadParameter(f"shapes only a run with {needed}, which is not asked for", param_hint=" / ".join(unused))
+
+
 def _refuse_outputs_over_inputs(model: Path, inputs: List[Path], csv_path: Optional[Path], save_optimized: Optional[Path]) -> None:
-    """`--csv` and `--save-optimized` must not replace what this run reads: the model or a named image
-    (a CSV named like an image could replace one inside a searched folder, so that name is refused too)."""
+    """`--csv` and `--save-optimized` must not replace what this run reads: the model, a named image or the
+    `--list` file (an output named like an image could replace one inside a searched folder, so such names
+    are refused too, and a CSV named like a model)."""
     if csv_path is not None and csv_path.suffix.lower() in {*IMAGE_EXTENSIONS, ".onnx"}:
         raise typer.BadParameter(f"{csv_path} is named like an image or a model, not a CSV file", param_hint="'--csv'")
+    if save_optimized is not None and save_optimized.suffix.lower() in IMAGE_EXTENSIONS:
+        raise typer.BadParameter(f"{save_optimized} is named like an image, not a model file", param_hint="'--save-optimized'")
     for option, path in (("--csv", csv_path), ("--save-optimized", save_optimized)):
         if path is not None and any(_same_file(path, source) for source in (model, *inputs)):
             raise typer.BadParameter(f"{path} is a file this run reads; writing there would replace it", param_hint=f"'{option}'")

@@ -26,19 +26,22 @@ def choose_providers(providers: Providers = "auto") -> list[str]:
     """Turn "auto", "cpu", "cuda" or explicit onnxruntime provider names (a list, or one string of names
     separated by commas, as the CLI takes them) into the list onnxruntime takes.
 
-    "auto" takes CUDA when this onnxruntime build offers it, else the CPU. "cuda" on a build without
-    CUDA falls back to the CPU with a warning (a build with CUDA on a machine without a usable GPU is
-    caught when the session starts: `load_model`). A list is passed on as it is.
+    "auto" takes CUDA when this onnxruntime build offers it, else the CPU. "cuda", or a provider name,
+    that this build does not have is left out with a warning (the CPU when nothing is left); a build that
+    has CUDA on a machine without a usable GPU is caught when the session starts (`load_model`).
     """
     available = ort.get_available_providers()
-    if not isinstance(providers, str):
-        return list(providers)
-    if "ExecutionProvider" in providers:
-        names, known = [name.strip() for name in providers.split(",")], ort.get_all_providers()
+    if not isinstance(providers, str) or "ExecutionProvider" in providers:
+        names = [name.strip() for name in providers.split(",")] if isinstance(providers, str) else list(providers)
+        known = ort.get_all_providers()
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"unknown onnxruntime providers {unknown}: choose from {known}")
-        return names
+        usable = [name for name in names if name in available] or [CPU]
+        missing = [name for name in names if name not in available]
+        if missing:
+            log.warning(f"warning: this onnxruntime build has no {', '.join(missing)}; using {', '.join(usable)}")
+        return usable
     choice = providers.lower()
     if choice == "cpu":
         return [CPU]

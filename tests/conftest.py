@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,22 @@ def color_images(tmp_path: Path) -> dict[str, Path]:
 def unboxed(text: str) -> str:
     """`text` with typer's usage-error box frame and line breaks taken out, words joined by single spaces."""
     return " ".join(text.replace("│", " ").split())
+
+
+#: What `--engine ray` says when Ray is not installed.
+NEEDS_RAY = "error: --engine ray needs Ray: pip install ray (or the project's ray extra, from the checkout: pip install -e '.[ray]')"
+
+
+def run_without_ray(entry_point: str, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run a console script's entry point (`runtime.cli:main`) with `args` in a Python where Ray looks
+    uninstalled (its module spec is hidden), as on a machine without the ray extra."""
+    module, function = entry_point.split(":")
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *rest: None if name == 'ray' else real(name, *rest)\n"
+        f"sys.argv = ['{function}', *{[str(arg) for arg in args]!r}]\n"
+        f"from {module} import {function}\n"
+        f"{function}()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from runtime.cli import app
 
-from conftest import COLOR_LABELS, solid_image, without_permission_override
+from conftest import COLOR_LABELS, NEEDS_RAY, run_without_ray, solid_image, unboxed, without_permission_override
 
 CLASSIFY = [sys.executable, "-m", "runtime"]
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
@@ -317,18 +317,29 @@ def test_csv_on_a_full_disk_stops_in_one_line(color_model: Path, color_images: d
 def test_outputs_that_would_replace_the_model_or_an_image_are_refused(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     shutil.copy(color_model, model)
-    before = model.read_bytes()
-    for option, target, problem in (
-        ("--csv", model, "is named like an image or a model"),
-        ("--csv", tmp_path / "scores.jpg", "is named like an image or a model"),
-        ("--save-optimized", model, "is a file this run reads"),
-        ("--save-optimized", color_images["red"], "is a file this run reads"),
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{color_images['red']}\n")
+    red, folder = color_images["red"], color_images["red"].parent
+    before = {path: path.read_bytes() for path in (model, listed, red)}
+    for inputs, option, target, problem in (
+        ([red], "--csv", model, "is named like an image or a model"),
+        ([red], "--csv", tmp_path / "scores.jpg", "is named like an image or a model"),
+        ([red], "--save-optimized", model, "is a file this run reads"),
+        ([folder], "--save-optimized", red, "is named like an image, not a model file"),  # an image found in the folder
+        (["--list", listed], "--csv", listed, "is a file this run reads"),
+        (["--list", listed], "--save-optimized", listed, "is a file this run reads"),
     ):
         done = subprocess.run(  # wide enough that typer's error box does not wrap the message
-            [*CLASSIFY, str(model), str(color_images["red"]), option, str(target)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
+            [*CLASSIFY, str(model), *map(str, inputs), option, str(target)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
         )
         assert done.returncode == 2 and problem in done.stderr and f"'{option}'" in done.stderr and "Predicted" not in done.stdout
-    assert model.read_bytes() == before and not (tmp_path / "scores.jpg").exists()
+    assert all(path.read_bytes() == content for path, content in before.items()) and not (tmp_path / "scores.jpg").exists()
+
+
+def test_options_that_shape_only_a_ray_run_are_refused_without_it(color_model: Path, color_images: dict[str, Path]) -> None:
+    for option, value in (("--workers", "2"), ("--ray-address", "auto")):
+        done = run_classify(color_model, color_images["red"], option, value)
+        assert done.returncode == 2 and "shapes only a run with --engine ray" in unboxed(done.stderr) and "Predicted" not in done.stdout
 
 
 def test_a_reader_that_stops_early_ends_the_run_quietly(color_model: Path, color_images: dict[str, Path], tmp_path: Path) -> None:
@@ -363,14 +374,6 @@ def test_ctrl_c_stops_with_130_and_keeps_the_rows_written(color_model: Path, col
 
 
 def test_engine_ray_without_ray_installed_is_one_line(color_model: Path, color_images: dict[str, Path]) -> None:
-    code = (
-        "import importlib.util, sys\n"
-        "real = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda name, *rest: None if name == 'ray' else real(name, *rest)\n"
-        f"sys.argv = ['classify', {str(color_model)!r}, {str(color_images['red'])!r}, '--engine', 'ray']\n"
-        "from runtime.cli import main\n"
-        "main()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = run_without_ray("runtime.cli:main", color_model, color_images["red"], "--engine", "ray")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == "error: --engine ray needs Ray: pip install ray (or the project's ray extra, from the checkout: pip install -e '.[ray]')"
+    assert done.stderr.splitlines()[-1] == NEEDS_RAY

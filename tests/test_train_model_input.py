@@ -16,7 +16,7 @@ pytest.importorskip("tensorflow")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import unboxed, without_permission_override  # noqa: E402
+from conftest import NEEDS_RAY, run_without_ray, unboxed, without_permission_override  # noqa: E402
 from train.cli import app  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.model_files import model_stem, report_path_for, sibling, variant_path  # noqa: E402
@@ -50,6 +50,8 @@ def train(data: Path, workspace: Path, model: Path, *extra: str) -> subprocess.C
         (["--group-pattern", r"^(\d+)-"], "the test split is empty; add images or change --split or --group-pattern"),
         (["--tolerance", "3", "--force"], "Invalid value for --tolerance / --force: shapes only the variants, and no such variant is asked for"),
         (["--half", "--calibration-images", "50"], "Invalid value for --calibration-images: shapes only int8, and no such variant is asked for"),
+        (["--ray-address", "auto"], "Invalid value for --ray-address: shapes only a run with --engine ray, which is not asked for"),
+        (["--fine-tune-epochs", "7"], "Invalid value for --fine-tune-epochs: shapes only a run with --fine-tune-layers, which is not asked for"),
     ],
 )
 def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: Path, tmp_path: Path, extra: list[str], message: str) -> None:
@@ -57,6 +59,12 @@ def test_bad_options_are_refused_before_any_feature_is_computed(small_dataset: P
     assert done.exit_code == 2, done.output
     assert message in unboxed(done.stderr)
     assert not list(tmp_path.rglob("*.features")) and not (tmp_path / "m.onnx").exists()
+
+
+def test_engine_ray_without_ray_installed_stops_before_any_work(small_dataset: Path, tmp_path: Path) -> None:
+    done = run_without_ray("train.entry_points:train_model", small_dataset, "--engine", "ray", "--workspace", tmp_path / "cache", "--export", tmp_path / "m.onnx")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "Bottlenecks" not in done.stdout
+    assert done.stderr.splitlines()[-1] == NEEDS_RAY and not (tmp_path / "cache").exists()
 
 
 def test_unusable_workspace_export_and_data_paths_are_named_in_one_line(small_dataset: Path, tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def _views_to_compute(groups: dict[tuple[int, ...], list[str]], view_count: int)
     for missing, hashes in groups.items():
         images_by_count[len(missing)] += len(hashes)
     if list(images_by_count) == [view_count]:
-        return f" ({view_count} views each)"
+        return f" ({view_count} {'view' if view_count == 1 else 'views'} each)"
     parts = [
         f"{images} with {f'all {count}' if count == view_count else f'{count} of {view_count}'} views"
         for count, images in sorted(images_by_count.items(), reverse=True)

@@ -19,6 +19,7 @@ import typer
 
 from train.backbones import DEFAULT_ARCH, OFFLINE_BACKBONES, REGISTRY
 from train.data import LabelSource
+from runtime.cli import refuse_unused_options
 from runtime.distributed import Engine
 from train.engines import EngineConfig
 from train.cli_common import CALIBRATION_OPTION, FORCE_OPTION, HALF_OPTION, TOLERANCE_OPTION, edge_config, exit_on_error
@@ -129,6 +130,8 @@ def train_model(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train on DATA_DIR and export one ONNX file plus MODEL.report.json."""
+    refuse_unused_options({"--ray-address": ray_address is not None}, engine is Engine.ray, "--engine ray")
+    refuse_unused_options({"--fine-tune-epochs": fine_tune_epochs != FineTuneConfig.epochs}, fine_tune_layers > 0, "--fine-tune-layers")
     config = TrainConfig(
         data_dir=data_dir,
         export=export,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.distributed import Engine, EngineError
+from runtime.distributed import Engine, EngineError, require_ray
 from runtime.errors import first_line
 from runtime.prefetch import decode_ahead
 from train.feature_worker import FeatureWorker, ImageFeatures, decode, features_of
@@ -42,6 +42,11 @@ class EngineConfig:
     engine: Engine = Engine.local
     workers: int | None = None
     ray_address: str | None = None
+
+    def check_installed(self) -> None:
+        """`EngineError` (one line) before any work when the engine cannot run here: Ray not installed."""
+        if self.engine is Engine.ray:
+            require_ray()
 
     @property
     def local_processes(self) -> int:

@@ -92,6 +92,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     console = console or training_console()
     started = time.perf_counter()
     seed = config.seed
+    config.engine.check_installed()
     dataset = load_dataset(config.data_dir, config.labels_from, config.split, seed, config.group_pattern)
     _refuse_export_into_the_data(config)
     prepare_output(config.export)  # a bad --export, report, variant or --workspace fails now, not after the training
