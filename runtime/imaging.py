@@ -219,7 +219,8 @@ def _finite(samples: np.ndarray, name: str) -> np.ndarray:
 
 
 def find_images(folder: str | Path, unreadable: list[Path] | None = None) -> list[Path]:
-    """Every supported image below `folder`, sorted.
+    """Every supported image below `folder`, sorted; hidden files and folders (names starting with ".")
+    below it are passed over.
 
     Symlinked folders are followed (a class folder may live elsewhere), except one that leads back to a
     folder above it, so a link loop cannot hang the scan; a folder reached by two paths is listed under
@@ -239,6 +240,8 @@ def find_images(folder: str | Path, unreadable: list[Path] | None = None) -> lis
             return
         for entry in entries:
             path = Path(entry.path)
+            if entry.name.startswith("."):
+                continue  # hidden: .Trash-1000, .git, macOS's ._IMG.jpg resource forks are not images of the data
             if _is_folder(entry):
                 identity = _folder_identity(path)
                 if identity is not None and identity not in above:

@@ -52,11 +52,15 @@ def test_group_pattern_keeps_each_parent_photo_in_one_split(assets_dir: Path) ->
     assert all(len(splits) == 1 for splits in splits_per_parent.values())
 
 
-def test_unsupported_endings_and_root_files_are_ignored(small_dataset: Path) -> None:
+def test_unsupported_endings_root_files_and_hidden_names_are_ignored(small_dataset: Path) -> None:
     (small_dataset / "CD" / "notes.txt").write_text("x")
-    shutil.copy(next((small_dataset / "CD").glob("*.jpg")), small_dataset / "loose.jpg")
+    first = next((small_dataset / "CD").glob("*.jpg"))
+    shutil.copy(first, small_dataset / "loose.jpg")
+    (small_dataset / ".Trash-1000" / "files").mkdir(parents=True)  # a USB stick's trash: not a class
+    for hidden in (small_dataset / ".Trash-1000" / "files" / first.name, small_dataset / "CD" / f"._{first.name}", small_dataset / "UD" / ".x.jpg"):
+        shutil.copy(first, hidden)
     dataset = load_dataset(small_dataset)
-    assert len(dataset.images) == 40
+    assert len(dataset.images) == 40 and dataset.labels == ["CD", "UD"]
 
 
 def test_errors_name_the_problem(tmp_path: Path, small_dataset: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import solid_image
+from conftest import solid_image, unboxed
 from runtime.classifier import decide
 from runtime.errors import ModelError
 from runtime.metadata import DecisionThreshold, ModelMetadata
@@ -152,6 +152,11 @@ def test_evaluate_model_report_that_cannot_be_written_stops_before_classifying(c
     done = _evaluate_model(color_model, data, "--report", color_model / "report")  # under a file
     assert done.returncode == 2 and "accuracy" not in done.stdout
     assert done.stderr.strip() == f"error: {color_model}/report.report.json: cannot write (File exists: {color_model})"
+    for own in ("", ".int8"):  # the training report, a variant's report
+        stem = color_model.with_name(color_model.stem + own)
+        done = _evaluate_model(color_model, data, "--report", stem)
+        assert done.returncode == 2 and "accuracy" not in done.stdout
+        assert f"{stem} is the stem of the training or variant report of {color_model}; writing there would replace it" in unboxed(done.stderr)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as a name")

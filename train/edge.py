@@ -32,7 +32,7 @@ from train.console import flagged, print_skipped
 from train.data import Dataset, LabeledImage, fingerprint
 from train.evaluate import evaluate
 from train.fp16 import convert_fp16
-from train.model_files import report_path_for, variant_path
+from train.model_files import PRECISIONS, report_path_for, variant_path
 from train.int8 import quantize_int8, usable_calibration
 from train.onnx_metadata import write_metadata
 
@@ -40,7 +40,6 @@ from train.onnx_metadata import write_metadata
 CALIBRATION_IMAGES = 100
 #: Largest accepted accuracy loss of a variant, in percentage points.
 TOLERANCE_POINTS = 1.0
-PRECISIONS = ("int8", "fp16")
 
 
 class AccuracyGateError(RetrainOnnxError):

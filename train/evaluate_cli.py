@@ -27,7 +27,7 @@ from train.console import flagged, print_skipped, training_console  # noqa: E402
 from train.data import DatasetError, LabelSource, check_data_folder, labelled_images, unlabelled_note  # noqa: E402
 from train.evaluate import evaluate, print_report  # noqa: E402
 from train.html_report import prepare_report, write_html_report  # noqa: E402
-from train.model_files import sibling
+from train.model_files import own_report_stems, sibling
 
 app = typer.Typer(add_completion=False, help="Evaluate an exported model on a labelled folder (runtime only).")
 
@@ -45,6 +45,8 @@ def evaluate_model(
     with exit_on_error("no report written (it is written once every image has run)"):
         classifier = Classifier(model)
         stem = report or sibling(model, f".eval-{data_dir.resolve().name}")
+        if any(stem.resolve() == own.resolve() for own in own_report_stems(model)):
+            raise typer.BadParameter(f"{stem} is the stem of the training or variant report of {model}; writing there would replace it", param_hint="'--report'")
         prepare_report(stem)  # before the images run: a bad --report fails at once
         evaluation = run_evaluation(classifier, data_dir, labels_from, batch_size, console)
         write_atomically(Path(f"{stem}.report.json"), json.dumps({"model": str(model), "data": str(data_dir), **evaluation}, indent=2).encode("utf-8"))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 #: The ending a model file normally has; other endings are kept as part of the name.
 MODEL_SUFFIX = ".onnx"
+#: The variants `train-model --quantize int8 --half` and `quantize-model` write beside a model.
+PRECISIONS = ("int8", "fp16")
 
 
 def model_stem(model_path: Path) -> Path:
@@ -28,3 +30,9 @@ def sibling(model_path: Path, ending: str) -> Path:
     """The file named like the model without `.onnx`, plus `ending`."""
     stem = model_stem(model_path)
     return stem.with_name(stem.name + ending)
+
+
+def own_report_stems(model_path: Path) -> list[Path]:
+    """The report stems `train-model` and `quantize-model` write for `model_path` and its variants
+    (`model`, `model.int8`, `model.fp16`): another report must not take their place."""
+    return [model_stem(model_path), *(model_stem(variant_path(model_path, precision)) for precision in PRECISIONS)]
