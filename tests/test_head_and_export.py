@@ -17,7 +17,7 @@ from runtime.metadata import ModelMetadata  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.export import ExportError, export_onnx, fuse  # noqa: E402
-from train.head import HeadConfig, build_head, predict_views, train_head  # noqa: E402
+from train.head import MIN_RELATIVE_STD, HeadConfig, build_head, predict_views, train_head  # noqa: E402
 
 
 def blobs(n: int, seed: int, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +51,23 @@ def test_head_fit_is_deterministic_and_matches_its_keras_model() -> None:
     binary = train_head((binary_x[keep], binary_y[keep]), None, 3, HeadConfig(), report=lambda line: None)
     probabilities = predict_views(binary.model, binary_x[keep])
     assert probabilities[:, 2].max() < 1e-6 and (probabilities.argmax(axis=1) == binary_y[keep]).mean() > 0.95
+
+
+def test_a_feature_constant_in_training_stays_out_of_the_head() -> None:
+    """A channel dead on the training images (zero, as many are at small input sizes) that later wakes, in
+    fine-tuning or on an unusual image, must not swing the prediction."""
+    (train_x, train_y), (val_x, val_y) = blobs(200, 9), blobs(40, 10)
+    train_x[..., 5] = val_x[..., 5] = 0.0
+    train_x[..., 6] = 0.0
+    train_x[0, 0, 6] = 0.01  # nearly dead: active on one image, barely
+    head = train_head((train_x, train_y), (val_x, val_y), 3, HeadConfig(), report=lambda line: None).model
+    test_x, _ = blobs(50, 11)
+    woken = test_x.copy()
+    woken[..., 5] = 3.0
+    np.testing.assert_allclose(predict_views(head, woken), predict_views(head, test_x), atol=1e-6)
+    scale = np.asarray(head.get_layer("standardise").scale)
+    typical = np.median(train_x.reshape(-1, 16).std(axis=0)[np.arange(16) != 5])
+    assert scale[5] == 0 and scale[6] == pytest.approx(1 / (MIN_RELATIVE_STD * typical), rel=1e-4)  # not 1 / 7e-4
 
 
 def test_a_head_that_stops_before_converging_says_so_in_one_line() -> None:

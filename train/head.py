@@ -28,6 +28,10 @@ C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 #: C used when there is no validation split to choose with.
 DEFAULT_C = 0.01
 ABSENT_CLASS_LOGIT = -30.0
+#: A feature whose standard deviation over the training views is below this is constant: left out of the head.
+CONSTANT_FEATURE_STD = 1e-6
+#: Least spread a varying feature is standardised by, as a share of the median feature's spread.
+MIN_RELATIVE_STD = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def build_head(feature_dim: int, n_classes: int, mean: np.ndarray | None = None,
     """features (N, feature_dim) -> class probabilities (N, n_classes): standardise, then dense softmax.
 
     `mean` and `std` (per feature, from the training split) become constants of a Rescaling layer, so the
-    exported graph standardises by itself.
+    exported graph standardises by itself; a feature with `std` inf is scaled by 0 (left out).
     """
     mean = np.zeros(feature_dim) if mean is None else mean
     std = np.ones(feature_dim) if std is None else std
@@ -83,7 +87,7 @@ def train_head(
     features, labels = train
     images, views, dim = features.shape
     mean = features.reshape(-1, dim).mean(axis=0, dtype=np.float64)
-    std = np.maximum(features.reshape(-1, dim).std(axis=0, dtype=np.float64), 1e-6)
+    std = _standardising_std(features.reshape(-1, dim))
     rows = ((features.reshape(-1, dim) - mean) / std).astype(np.float32)
     row_labels = np.repeat(labels, views)
     has_validation = validation is not None and len(validation[0]) > 0
@@ -115,6 +119,21 @@ def train_head(
         if best is None or monitored < best[0]:
             best = (monitored, c, head)
     return HeadResult(model=best[2], c=best[1], candidates=candidates)
+
+
+def _standardising_std(rows: np.ndarray) -> np.ndarray:
+    """Per feature, what the head divides by after subtracting the mean: the standard deviation over the
+    training rows, with two guards against features that (nearly) never vary.
+
+    A feature constant on the training images (a channel dead at this input size) teaches nothing: inf
+    (scale 0) keeps it out of the head. A feature active on only a few images is divided by no less than
+    `MIN_RELATIVE_STD` of the median feature's spread: divided by its own tiny spread, a later change
+    (fine-tuning waking the channel, an unusual image) would swing the logits by thousands of times that change.
+    """
+    std = rows.std(axis=0, dtype=np.float64)
+    varying = std >= CONSTANT_FEATURE_STD
+    floor = MIN_RELATIVE_STD * np.median(std[varying]) if varying.any() else 0.0
+    return np.where(varying, np.maximum(std, floor), np.inf)
 
 
 def _c_without_validation(c_values: Sequence[float]) -> float:
