@@ -18,7 +18,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from conftest import NEEDS_RAY, run_without_ray, unboxed, without_permission_override  # noqa: E402
 from train.cli import app  # noqa: E402
-from train.data import load_dataset  # noqa: E402
+from train.atomic import file_sha256  # noqa: E402
+from train.data import copies_of_earlier_splits, load_dataset  # noqa: E402
 from train.model_files import model_stem, report_path_for, sibling, variant_path  # noqa: E402
 
 SMALL_MODEL = ["--weights", "none", "--image-size", "64"]
@@ -135,6 +136,22 @@ def test_odd_data_folders_train_with_every_left_out_file_named(small_dataset: Pa
     again = train(small_dataset, tmp_path / "cache", tmp_path / "m.v2", "--split", "50,25,25", "--views", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"nothing computed; {len(validation)} unreadable in an earlier run, skipped" in " ".join(again.stdout.split())
+
+
+def test_copies_of_training_images_under_other_names_are_left_out_of_validation_and_test(small_dataset: Path, tmp_path: Path) -> None:
+    for path in sorted((small_dataset / "CD").glob("*.jpg"))[:15]:
+        shutil.copy(path, path.with_name(f"copy-{path.name}"))
+    dataset = load_dataset(small_dataset, fractions=(0.5, 0.25, 0.25))
+    expected = copies_of_earlier_splits(dataset, {image.path: file_sha256(image.path) for image in dataset.images})
+    assert expected.get("test") and expected.get("validation")  # the name hash put copies in both
+    done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--split", "50,25,25", "--views", "1", "--half", "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    counted = f"{len(expected['validation'])} validation image(s) and {len(expected['test'])} test image(s)"
+    assert f"warning: {counted} have the same bytes as images of an earlier split" in " ".join(done.stdout.split())
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["copies_left_out"] == {name: [image.relative for image in images] for name, images in expected.items()}
+    used = len(dataset.split("test")) - len(expected["test"])
+    assert sum(report["images_used"]["test"].values()) == report["test"]["images"] == report["edge_variants"][0]["test_images"] == used
 
 
 def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_console(small_dataset: Path, tmp_path: Path) -> None:

@@ -82,6 +82,22 @@ class Dataset:
         )
 
 
+def copies_of_earlier_splits(dataset: Dataset, content_hashes: dict[Path, str]) -> dict[str, list[LabeledImage]]:
+    """Per split, its images with the same bytes as an image of an earlier split (validation: a training
+    image; test: a training or validation one), for the splits that have any. The split hashes names, so
+    copies of one photo under two names can land in two splits; scored on the copy of a training image, a
+    model looks better than it is. `content_hashes` holds the SHA-256 of every readable image."""
+    earlier: set[str] = set()
+    copies: dict[str, list[LabeledImage]] = {}
+    for name in SPLITS:  # in order: train, validation, test
+        images = [image for image in dataset.split(name) if image.path in content_hashes]
+        found = [image for image in images if content_hashes[image.path] in earlier]
+        if found:
+            copies[name] = found
+        earlier.update(content_hashes[image.path] for image in images)
+    return copies
+
+
 #: Hex digits of an image's SHA-256 kept as its fingerprint in model metadata (48 bits: a chance collision
 #: between 100,000 training and 10,000 test images is about 4 in a million).
 FINGERPRINT_DIGITS = 12

@@ -280,8 +280,9 @@ def held_out(dataset: Dataset, seen: Sequence[str] | None, console: Console) -> 
         unseen = [image for image in test if _fingerprint_of(image.path) not in known]
         if len(unseen) < len(test):
             console.print(flagged(
-                "warning:", f"{len(test) - len(unseen)} of the {len(test)} test images were used to train or validate the "
-                "model (the folder was renamed, relabelled or changed since training); left out of the check",
+                "warning:", f"{len(test) - len(unseen)} of the {len(test)} test images have the same bytes as images the model "
+                "was trained or validated on (copies under other names, or the folder was renamed, relabelled or changed "
+                "since training); left out of the check",
             ))
         test = unseen
     if not test:

@@ -27,7 +27,9 @@ from train.backbones import DEFAULT_ARCH, RANDOM_WEIGHTS, Backbone, get_backbone
 from train.bottleneck import compute_bottlenecks
 from train.cache import BottleneckCache
 from train.console import flagged, print_skipped, training_console
-from train.data import SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, fingerprint, load_dataset, unlabelled_note
+from train.data import (
+    SPLITS, Dataset, DatasetError, LabeledImage, LabelSource, copies_of_earlier_splits, fingerprint, load_dataset, unlabelled_note,
+)
 from train.edge import AccuracyGateError, EdgeConfig, make_variants, prepare_variant_outputs, warn_about_stale_variants
 from train.evaluate import evaluate, print_report
 from train.export import export_onnx, fuse
@@ -127,7 +129,12 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     bottlenecks = compute_bottlenecks(
         [image.path for image in dataset.images], spec, cache, extract, config.bottleneck_batch_size, console, config.engine
     )
-    splits = _split_features(dataset, bottlenecks.features, (len(views), backbone.spec.feature_dim))
+    copies = copies_of_earlier_splits(dataset, bottlenecks.content_hashes)
+    if copies:
+        console.print(flagged("warning:", _copies_note(copies)))
+    left_out = {image.path for images in copies.values() for image in images}
+    usable = {path: features for path, features in bottlenecks.features.items() if path not in left_out}
+    splits = _split_features(dataset, usable, (len(views), backbone.spec.feature_dim))
     train_x, train_y, train_images = splits["train"]
     skipped = [*dataset.unreadable, *bottlenecks.failures]
     bottleneck_counts: dict[str, object] = {
@@ -149,7 +156,8 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
 
     test_x, test_y, test_images = splits["test"]
     if not test_images:
-        raise DatasetError(f"{dataset.root}: none of the {len(dataset.split('test'))} test images could be read (see the skipped images above)")
+        why = "could be read (see the skipped images above)" if "test" not in copies else "is left: unreadable (see above) or copies of training or validation images"
+        raise DatasetError(f"{dataset.root}: none of the {len(dataset.split('test'))} test images {why}")
     test_files = [image.relative for image in test_images]
     fused = fuse(extractor, head.model, views)
     val_probabilities, test_probabilities = predict_views(head.model, val_x), predict_views(head.model, test_x)
@@ -186,6 +194,7 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
         "images_used": {name: dict(Counter(image.label for image in images)) for name, images in (("train", train_images), ("validation", val_images), ("test", test_images))},
         "skipped_images": [str(failure) for failure in skipped],
         "duplicates_across_classes": duplicates,
+        "copies_left_out": {name: [image.relative for image in images] for name, images in copies.items()},
         "bottlenecks": bottleneck_counts,
         "head": {"c": head.c, "candidates": head.candidates, "augmented_views": config.augment},
         "decision_threshold": asdict(threshold) if threshold else None,
@@ -217,6 +226,15 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
             report["seconds"] = round(time.perf_counter() - started, 2)
             write_atomically(report_path, json.dumps(report, indent=2).encode("utf-8"))
     return TrainResult(model_path=exported.path, report_path=report_path, report=report)
+
+
+def _copies_note(copies: dict[str, list[LabeledImage]]) -> str:
+    """One line on the validation and test images left out as copies of images of an earlier split."""
+    counted = " and ".join(f"{len(images)} {name} image(s)" for name, images in copies.items())
+    return (
+        f"{counted} have the same bytes as images of an earlier split (training, or validation for test), though "
+        "named otherwise; left out of their split so they cannot flatter its scores (listed in the report's copies_left_out)"
+    )
 
 
 def _fine_tuned_name(kept_epoch: int) -> str:
