@@ -154,6 +154,17 @@ def test_copies_of_training_images_under_other_names_are_left_out_of_validation_
     assert sum(report["images_used"]["test"].values()) == report["test"]["images"] == report["edge_variants"][0]["test_images"] == used
 
 
+def test_many_images_filed_under_two_classes_are_summed_up_after_five(small_dataset: Path, tmp_path: Path) -> None:
+    for path in sorted((small_dataset / "CD").glob("*.jpg"))[:7]:
+        shutil.copy(path, small_dataset / "UD" / f"misfiled-{path.name}")
+    done = train_in_process(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--views", "1")
+    assert done.exit_code == 0, done.output[-3000:]
+    out = " ".join(done.stdout.split())
+    assert out.count("warning: the same image is filed under several classes:") == 5
+    assert "warning: and 2 more images filed under several classes (7 in all, listed in the report's duplicates_across_classes)" in out
+    assert len(json.loads((tmp_path / "m.report.json").read_text())["duplicates_across_classes"]) == 7
+
+
 def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_console(small_dataset: Path, tmp_path: Path) -> None:
     """Names are printed as they are (rich markup would drop `[ok]` or stop at `x[/y].jpg`); a folder with no
     supported image and a folder that cannot be read are each named, never lost without a word."""

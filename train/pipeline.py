@@ -47,6 +47,8 @@ from train.views import symmetry_views
 PARITY_IMAGES = 16
 #: Test images shown in the closing "Classifying multiple images" demo.
 DEMO_IMAGES = 10
+#: Images filed under several classes named one per line; the rest are counted in one line.
+SHOWN_DUPLICATES = 5
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,11 @@ def run(config: TrainConfig, console: Console | None = None) -> TrainResult:
     print_skipped(dataset.unreadable, console)
     _check_before_work(dataset, config)
     duplicates = dataset.duplicates_across_classes()
-    for group in duplicates:
+    for group in duplicates[:SHOWN_DUPLICATES]:
         console.print(flagged("warning:", f"the same image is filed under several classes: {' = '.join(group)}"))
+    if len(duplicates) > SHOWN_DUPLICATES:
+        console.print(flagged("warning:", f"and {len(duplicates) - SHOWN_DUPLICATES} more images filed under several classes "
+                              f"({len(duplicates)} in all, listed in the report's duplicates_across_classes)"))
 
     backbone = get_backbone(config.arch, config.weights, config.image_size, seed)
     views = symmetry_views(config.views, backbone.input_size)
