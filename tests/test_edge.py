@@ -88,7 +88,7 @@ def test_fp16_model_keeps_uint8_input_and_float32_output(small_model: Path, asse
 
 def test_gate_refuses_with_negative_tolerance_and_writes_nothing(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1)
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1)
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()
     assert len(message) == 1 and "model.int8.onnx" in message[0] and "not written" in message[0]
@@ -97,7 +97,7 @@ def test_gate_refuses_with_negative_tolerance_and_writes_nothing(small_model: Pa
 
 def test_force_writes_a_refused_model_and_says_so(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1, "--force")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1, "--force")
     assert result.returncode == 0, result.stderr
     assert "written because of --force" in result.stdout
     assert Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion["forced"] is True
@@ -307,7 +307,7 @@ def test_pixel_tensors_follow_only_exact_casts_and_value_moving_ops() -> None:
 
 def test_gate_refuses_each_variant_checks_the_next_and_a_nan_tolerance_is_a_usage_error(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--calibration-images", 8, "--tolerance", -1, "--half")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1, "--half")
     assert result.returncode == 2
     (message,) = result.stderr.strip().splitlines()
     assert "model.int8.onnx: int8 loses" in message and " | " in message and "model.fp16.onnx: fp16 loses" in message
