@@ -202,8 +202,8 @@ def test_bracketed_names_classless_and_unreadable_folders_are_named_on_the_conso
 
 def test_a_class_without_one_readable_image_is_refused_not_exported(small_dataset: Path, tmp_path: Path) -> None:
     (small_dataset / "__MACOSX" / "CD").mkdir(parents=True)
-    for index in range(20):
-        (small_dataset / "__MACOSX" / "CD" / f"._{index}.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    for index in range(20):  # AppleDouble files saved without their hidden "._" prefix
+        (small_dataset / "__MACOSX" / "CD" / f"{index}.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     done = train(small_dataset, tmp_path / "cache", tmp_path / "m.onnx", "--views", "1")
     assert done.returncode == 2 and not (tmp_path / "m.onnx").exists()
     assert done.stderr.strip().splitlines()[-1:] == [  # TensorFlow's own start-up lines come before it
