@@ -114,7 +114,7 @@ def test_unreadable_calibration_images_are_skipped_and_listed(small_model: Path,
     result = _run("quantize-model", model, "--calibrate", data, "--calibration-images", 400, "--tolerance", 100)
     assert result.returncode == 0, result.stderr[-2000:]
     conversion = Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion
-    skipped = conversion["calibration_skipped"]
+    skipped = conversion["training_skipped"]
     assert skipped and all(("zbad" in line or "zempty" in line) for line in skipped)
     assert conversion["calibration_images"] >= 200
     assert all(f"skipped {line}" in " ".join(result.stdout.split()) for line in skipped)
@@ -379,3 +379,40 @@ def test_a_test_split_without_one_readable_image_stops_in_one_line(small_model: 
         f"error: {tmp_path / 'model.onnx'}: none of the {len(test)} held-out test images could be read; cannot check edge variants"
     ]
     assert f"warning: {tmp_path / 'model.int8.onnx'} is not a variant" in " ".join(result.stdout.split())  # named even so
+
+
+def _training_pixels(assets_dir: Path, size: tuple[int, int]) -> np.ndarray:
+    return np.stack([load_for_model(image.path, size) for image in load_dataset(assets_dir).split("train")])
+
+
+def test_the_int8_head_is_distilled_only_when_cross_validation_says_it_agrees_better(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    from train.int8_head import Dense, distil, distil_int8_head, head_of, head_inputs
+
+    fp32_model, int8_path = onnx.load(small_model), small_model.with_name("model.int8.onnx")
+    conversion = Classifier(int8_path, providers="cpu").metadata.conversion
+    head = conversion["head"]
+    verdict = head["cross_validated_agreement"]
+    assert head["images"] == len(load_dataset(assets_dir).split("train")) and head["distilled"] == (verdict["distilled"] > verdict["fp32_head"])
+    fp32_head = head_of(fp32_model, small_model)
+    int8_model = onnx.load(int8_path)
+    kernels = [onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+               for model, name in ((fp32_model, fp32_head.kernel), (int8_model, head_of(int8_model, int8_path).kernel))]
+    assert np.array_equal(kernels[0], kernels[1]) != head["distilled"]  # written exactly when kept
+
+    # On the model's real training features: fed fp32 features as "int8" ones, the teacher is already the optimum...
+    pixels = _training_pixels(assets_dir, Classifier(small_model, providers="cpu").input_size)
+    constants = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in fp32_model.graph.initializer}
+    standardised = head_inputs(fp32_model, fp32_head.features, pixels) * constants[fp32_head.scale] + constants[fp32_head.offset]
+    teacher = Dense(constants[fp32_head.kernel].T if fp32_head.kernel_transposed else constants[fp32_head.kernel], constants[fp32_head.bias])
+    unchanged = distil(teacher, standardised, standardised)
+    assert np.abs(unchanged.kernel - teacher.kernel).max() < 1e-3 and np.abs(unchanged.bias - teacher.bias).max() < 1e-3
+    # ...and on the int8 model's features the distilled head decides as fp32 on more training images than the fp32 head.
+    int8_rows = head_inputs(int8_model, head_of(int8_model, int8_path).features, pixels) * constants[fp32_head.scale] + constants[fp32_head.offset]
+    reference = teacher.probabilities(standardised).argmax(axis=1)
+    agreement = [np.mean(dense.probabilities(int8_rows).argmax(axis=1) == reference) for dense in (teacher, distil(teacher, standardised, int8_rows))]
+    assert agreement[1] > agreement[0]
+
+    # Too few images to cross-validate: the head is left as it is, and the report says why.
+    copy = Path(shutil.copy(int8_path, tmp_path / "few.int8.onnx"))
+    summary = distil_int8_head(small_model, copy, pixels[:3], None, ["CD", "UD"])
+    assert summary["distilled"] is False and "fewer than" in summary["why"] and copy.read_bytes() == int8_path.read_bytes()

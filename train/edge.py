@@ -34,10 +34,13 @@ from train.evaluate import evaluate
 from train.fp16 import convert_fp16
 from train.model_files import PRECISIONS, report_path_for, variant_path
 from train.int8 import quantize_int8, usable_calibration
+from train.int8_head import distil_int8_head
 from train.onnx_metadata import write_metadata
 
 #: Training images used to calibrate int8 activation ranges.
 CALIBRATION_IMAGES = 100
+#: Most training images the int8 head is distilled on (`train.int8_head`): a stratified sample beyond this.
+DISTILLATION_IMAGES = 1000
 #: Largest accepted accuracy loss of a variant, in percentage points.
 TOLERANCE_POINTS = 1.0
 
@@ -157,11 +160,14 @@ def _make_each(
     test = held_out(dataset, reference.metadata.split.get("seen_fingerprints"), console)
     prepare_variant_outputs(model_path, config.precisions)
     baseline = _baseline(reference, model_path, source, dataset.labels, test, len(dataset.split("test")) - len(test), console)
-    calibration = calibration_sample(dataset.split("train"), config.calibration_images, config.seed)
+    training = dataset.split("train")
+    samples = _Samples(
+        calibration_sample(training, config.calibration_images, config.seed), calibration_sample(training, DISTILLATION_IMAGES, config.seed)
+    )
     summaries, refusals = [], []
     for precision in config.precisions:
         try:
-            summaries.append(_make_variant(precision, model_path, baseline, calibration, config, console))
+            summaries.append(_make_variant(precision, model_path, baseline, samples, config, console))
         except _Refused as refusal:
             refusals.append(str(refusal))
             console.print(flagged("refused:", refusal, "red"))  # and the next variant is still made
@@ -219,14 +225,22 @@ def _baseline(
     return _Baseline(reference, labels, files, truth, relative, probabilities, unreadable, source, left_out)
 
 
+@dataclass(frozen=True)
+class _Samples:
+    """The training images int8 calibrates on and distils its head on (stratified samples)."""
+
+    calibration: list[LabeledImage]
+    distillation: list[LabeledImage]
+
+
 def _make_variant(
-    precision: str, model_path: Path, baseline: _Baseline, calibration: list[LabeledImage], config: EdgeConfig, console: Console
+    precision: str, model_path: Path, baseline: _Baseline, samples: _Samples, config: EdgeConfig, console: Console
 ) -> dict[str, object]:
     """Convert, check and write one variant with its report; `_Refused` (nothing written) when the gate refuses it."""
     target = variant_path(model_path, precision)
     started = time.perf_counter()
     with atomic_output(target) as temporary:  # `_Refused` raised inside removes the temporary file
-        conversion = _convert(precision, model_path, temporary, calibration, baseline.model.input_size, console)
+        conversion = _convert(precision, model_path, temporary, samples, baseline.model, console)
         _stamp(temporary, replace(baseline.model.metadata, precision=precision, conversion={}))
         _, probabilities, _ = _classify(Classifier(temporary, providers="cpu"), baseline.files)
         report = baseline.evaluate(probabilities)
@@ -310,26 +324,30 @@ def compare(fp32: dict, variant: dict, fp32_probabilities: np.ndarray, probabili
     }
 
 
-def _convert(
-    precision: str, source: Path, target: Path, calibration: list[LabeledImage], size: tuple[int, int], console: Console
-) -> dict[str, object]:
+def _convert(precision: str, source: Path, target: Path, samples: _Samples, model: Classifier, console: Console) -> dict[str, object]:
     if precision == "fp16":
         convert_fp16(source, target)
         return {"method": "onnxruntime float16 converter, uint8 input and float32 outputs kept"}
-    decoded = [try_load_for_model(image.path, size) for image in calibration]
-    skipped = [item for item in decoded if isinstance(item, ImageError)]
-    pixels = [item for item in decoded if not isinstance(item, ImageError)]
+    paths = list(dict.fromkeys(image.path for image in (*samples.calibration, *samples.distillation)))
+    decoded = dict(zip(paths, (try_load_for_model(path, model.input_size) for path in paths)))
+    skipped = [item for item in decoded.values() if isinstance(item, ImageError)]
     print_skipped(skipped, console)
+    readable = {path: item for path, item in decoded.items() if not isinstance(item, ImageError)}
+    pixels = [readable[image.path] for image in samples.calibration if image.path in readable]
     if not pixels:
-        raise RetrainOnnxError(f"{source}: none of the {len(calibration)} calibration images could be read; cannot calibrate int8")
+        raise RetrainOnnxError(f"{source}: none of the {len(samples.calibration)} calibration images could be read; cannot calibrate int8")
     pixels = usable_calibration(pixels)  # what quantize_int8 uses: a multiple of its calibration stride
     console.print(f"int8: calibrating on {len(pixels)} training images (stratified), QDQ, per-channel weights")
     kept = quantize_int8(source, target, pixels)
+    distillation = np.stack([readable[image.path] for image in samples.distillation if image.path in readable])
+    console.print(f"int8: distilling the head from fp32 on {len(distillation)} training images")
+    head = distil_int8_head(source, target, distillation, model.metadata.decision_threshold, model.labels)
     return {
         "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, min/max calibration, bias correction",
         "calibration_images": len(pixels),
-        "calibration_skipped": [str(error) for error in skipped],
+        "training_skipped": [str(error) for error in skipped],
         "float32_nodes": kept,
+        "head": head,
     }
 
 
