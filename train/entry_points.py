@@ -10,6 +10,7 @@ Each imports its command's module only when it runs, so:
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 #: Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it).
@@ -17,12 +18,30 @@ EXIT_INTERRUPTED = 130
 
 
 def _run(module: str) -> None:
-    """Import `module` and run its `main`; a Ctrl-C during the import exits with one line."""
+    """Import `module` and run its `main`; a Ctrl-C during the import exits with one line.
+
+    A Ctrl-C that lands inside a compiled extension's initialisation (onnxruntime's) surfaces as that
+    module's `ImportError: initialization failed`, not as KeyboardInterrupt; the handler below records the
+    signal, so that error is read as the interrupt it was."""
+    interrupts: list[int] = []
+
+    def record_and_interrupt(signum: int, frame: object) -> None:
+        interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    watching = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when Ctrl-C is ignored
+    if watching:
+        signal.signal(signal.SIGINT, record_and_interrupt)
     try:
         command = importlib.import_module(module).main
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ImportError) as error:
+        if isinstance(error, ImportError) and not interrupts:
+            raise
         print("interrupted: while starting, before anything was read or written", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        if watching:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     command()
 
 
