@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,17 +28,31 @@ from train.pipeline import TrainConfig, run
 BATCH = 32
 
 
+@dataclass(frozen=True)
+class EdgeTraining:
+    """The models the variants are made from: one per split seed, with these views and input size (None:
+    the backbone's). The defaults are `train-model`'s."""
+
+    seeds: Sequence[int] = (0,)
+    views: int = TrainConfig.views
+    image_size: int | None = None
+
+
 def measure_edge(
-    name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float, seeds: Sequence[int] = (0,)
+    name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float, training: EdgeTraining = EdgeTraining()
 ) -> list[dict[str, object]]:
-    """One row per split seed and precision (fp32, int8, fp16) for the default model trained on `data_dir`."""
-    return [row for seed in seeds for row in _measure_seed(name, data_dir, workspace, out_dir, min_seconds, seed)]
+    """One row per split seed and precision (fp32, int8, fp16) for the model `training` trains on `data_dir`."""
+    return [row for seed in training.seeds for row in _measure_seed(name, data_dir, workspace, out_dir, min_seconds, training, seed)]
 
 
-def _measure_seed(name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float, seed: int) -> list[dict[str, object]]:
+def _measure_seed(
+    name: str, data_dir: Path, workspace: Path, out_dir: Path, min_seconds: float, training: EdgeTraining, seed: int
+) -> list[dict[str, object]]:
     model_path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}-seed{seed}.onnx"  # names hold "/" and spaces
+    size = None if training.image_size is None else (training.image_size, training.image_size)
     config = TrainConfig(
-        data_dir=data_dir, export=model_path, workspace=workspace, seed=seed, edge=EdgeConfig(int8=True, fp16=True, force=True)
+        data_dir=data_dir, export=model_path, workspace=workspace, seed=seed, views=training.views, image_size=size,
+        edge=EdgeConfig(int8=True, fp16=True, force=True),
     )
     report = run(config, Console(file=io.StringIO())).report
     fp32 = Classifier(model_path, providers="cpu")

@@ -11,7 +11,7 @@ import numpy as np
 from benchmarks.bottleneck_speed import measure_bottlenecks, measure_training_rerun
 from benchmarks.accuracy import DATASETS
 from benchmarks.classify_folder import measure_classify_folder
-from benchmarks.edge import measure_edge
+from benchmarks.edge import EdgeTraining, measure_edge
 from benchmarks.environment import environment
 from benchmarks.flops import matmul_peak_gflops, model_flops_per_image
 from benchmarks.inference import measure_inference, speedups
@@ -41,9 +41,10 @@ class SuiteConfig:
     default_views: int = TrainConfig.views
     #: (name, folder) of the data sets the int8/fp16 variants are checked on, when the folder exists.
     edge_datasets: tuple[tuple[str, Path], ...] = tuple(DATASETS.items())
-    #: Split seeds the edge variants are trained, quantized and tested on (targets: mean loss and speed-up,
-    #: largest size ratio; the loss is signed, so a seed where int8 gained offsets one where it lost).
-    edge_seeds: tuple[int, ...] = (0, 1, 2)
+    #: The models the edge variants are made from: the default model on split seeds 0, 1 and 2 (targets:
+    #: mean loss and speed-up, largest size ratio; the loss is signed, so a seed where int8 gained offsets
+    #: one where it lost).
+    edge_training: EdgeTraining = EdgeTraining(seeds=(0, 1, 2))
 
 
 FULL = SuiteConfig(
@@ -55,7 +56,7 @@ FULL = SuiteConfig(
 )
 QUICK = SuiteConfig(
     backbones=[BackboneChoice("mobilenet_v2", "bundled"), BackboneChoice("inception_v3", "bundled")],
-    min_seconds=1.0, bottleneck_images=160, startup_repeats=3, edge_datasets=tuple(DATASETS.items())[:1], edge_seeds=(0,),
+    min_seconds=1.0, bottleneck_images=160, startup_repeats=3, edge_datasets=tuple(DATASETS.items())[:1], edge_training=EdgeTraining(seeds=(0,)),
 )
 
 
@@ -107,7 +108,7 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
             if data_dir.is_dir():
                 log(f"edge variants (int8, fp16) of the default model on {name}")
                 workspace = folder / "train-workspace" if data_dir == config.train_data_dir else folder / f"edge-{len(result['edge'])}"
-                result["edge"] += measure_edge(name, data_dir, workspace, folder / "edge", config.min_seconds, config.edge_seeds)
+                result["edge"] += measure_edge(name, data_dir, workspace, folder / "edge", config.min_seconds, config.edge_training)
     for section in ("inference", "speedups", "session_settings", "classify_folder", "edge"):
         for row in result[section]:
             row["environment"] = env

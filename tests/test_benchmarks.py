@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("matplotlib")
 
+from benchmarks.edge import EdgeTraining  # noqa: E402
 from benchmarks.flops import model_flops_per_image  # noqa: E402
 from benchmarks.models import BackboneChoice  # noqa: E402
 from benchmarks.report import PLOT_FILE, write_results  # noqa: E402
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 TINY = SuiteConfig(
     backbones=[BackboneChoice("mobilenet_v2", "none", 32)], batch_sizes=(1, 32), latency_runs=50, min_seconds=0.01,
-    bottleneck_images=6, startup_repeats=1, matmul_size=64, heavy_backbones=("mobilenet_v2",), default_views=2, edge_seeds=(0, 1),
+    bottleneck_images=6, startup_repeats=1, matmul_size=64, heavy_backbones=("mobilenet_v2",), default_views=2,
+    edge_training=EdgeTraining(seeds=(0, 1), views=1, image_size=64),  # a small model: the variants' code, not their figures
 )
 
 
