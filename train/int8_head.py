@@ -12,9 +12,9 @@ The distilled head is kept only when it helps: its agreement with the fp32 model
 training images (`FOLDS` folds, each image held out once), must beat the fp32 head's on the same int8
 features. Where int8 features decide as fp32 already, the head stays as it is.
 
-One-off, the three `assets/` seed models (7-bit weights, this machine): int8 test accuracy loss 3.51 /
-0.00 / 10.17 points -> -1.47 / -1.22 / 3.39 (cross-validated agreement 95.3 -> 96.7%, 97.0 -> 98.1%,
-93.7 -> 96.8%); the 96 px one-view test model: no gain in cross-validation (93.1% both), head kept.
+The three `assets/` seed models (7-bit weights; `python -m benchmarks`): int8 test accuracy loss 3.51 /
+0.00 / 10.17 points -> -1.47 / -1.22 / 3.39 (cross-validated agreement 95.3 -> 96.7%, 97.0 -> 97.8%,
+93.7 -> 96.5%); the 96 px one-view test model: no gain in cross-validation (93.1% both), head kept.
 
 No TensorFlow: both models run in onnxruntime, cut at the head's input, and the fit is scipy's L-BFGS.
 """
