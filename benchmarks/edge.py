@@ -74,5 +74,6 @@ def _measure_seed(
             "balanced_accuracy": variant["variant"]["balanced_accuracy"], "agreement": variant["agreement"],
             "loss_points": variant["loss_points"], "images_per_s_batch32": speed, "speed_vs_fp32": speed / fp32_speed,
             "gate_passed": not variant["forced"], "float32_nodes": len(variant.get("float32_nodes", [])),
+            "head_distilled": variant.get("head", {}).get("distilled"),
         })
     return rows

@@ -412,6 +412,18 @@ def test_the_int8_head_is_distilled_only_when_cross_validation_says_it_agrees_be
     agreement = [np.mean(dense.probabilities(int8_rows).argmax(axis=1) == reference) for dense in (teacher, distil(teacher, standardised, int8_rows))]
     assert agreement[1] > agreement[0]
 
+    # A dense layer written into the file gives, through onnxruntime, the probabilities the fit computes.
+    import onnxruntime as ort
+    from runtime.metadata import INPUT_NAME, PROBABILITIES_OUTPUT
+    from train.int8_head import _write_dense
+
+    shifted = Dense(teacher.kernel * 0.5, teacher.bias + np.array([0.75, -0.75]))
+    _write_dense(fp32_model, fp32_head, shifted)
+    session = ort.InferenceSession(fp32_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    written = session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: pixels[:16]})[0]
+    assert np.abs(written - shifted.probabilities(standardised[:16])).max() < 1e-4
+    assert np.abs(written - teacher.probabilities(standardised[:16])).max() > 0.01  # the shift is visible
+
     # Too few images to cross-validate: the head is left as it is, and the report says why.
     copy = Path(shutil.copy(int8_path, tmp_path / "few.int8.onnx"))
     summary = distil_int8_head(small_model, copy, pixels[:3], None, ["CD", "UD"])

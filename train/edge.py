@@ -339,7 +339,7 @@ def _convert(precision: str, source: Path, target: Path, samples: _Samples, mode
     pixels = usable_calibration(pixels)  # what quantize_int8 uses: a multiple of its calibration stride
     console.print(f"int8: calibrating on {len(pixels)} training images (stratified), QDQ, per-channel weights")
     kept = quantize_int8(source, target, pixels)
-    distillation = np.stack([readable[image.path] for image in samples.distillation if image.path in readable])
+    distillation = np.array([readable[image.path] for image in samples.distillation if image.path in readable], np.uint8)
     console.print(f"int8: distilling the head from fp32 on {len(distillation)} training images")
     head = distil_int8_head(source, target, distillation, model.metadata.decision_threshold, model.labels)
     return {

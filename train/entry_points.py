@@ -37,11 +37,13 @@ def _run(module: str) -> None:
     except (KeyboardInterrupt, ImportError) as error:
         if isinstance(error, ImportError) and not interrupts:
             raise
-        print("interrupted: while starting, before anything was read or written", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        command = None
     finally:
-        if watching:
+        if watching and signal.getsignal(signal.SIGINT) is record_and_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    if command is None or interrupts:  # also an interrupt a library's optional import swallowed
+        print("interrupted: while starting, before anything was read or written", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED)
     command()
 
 

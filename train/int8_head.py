@@ -98,7 +98,10 @@ def head_of(model: onnx.ModelProto, path: Path) -> HeadTensors:
     dense = producers.get(logits)
     if dense is not None and dense.op_type == "Gemm":
         dense = node_before(logits, "Gemm")
-        transposed = any(attribute.name == "transB" and attribute.i == 1 for attribute in dense.attribute)
+        attributes = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in dense.attribute}
+        if len(dense.input) != 3 or attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1 or attributes.get("beta", 1.0) != 1:
+            raise ModelError(path, "the head's Gemm is not features @ kernel + bias (transA, alpha, beta or no bias)")
+        transposed = attributes.get("transB", 0) == 1
         kernel, bias, standardised = dense.input[1], dense.input[2], dense.input[0]
     else:
         add_bias = node_before(logits, "Add")
@@ -113,19 +116,22 @@ def distil_int8_head(
     fp32_path: Path, int8_path: Path, pixels: np.ndarray, threshold: DecisionThreshold | None, labels: list[str]
 ) -> dict[str, object]:
     """Distil the head of the int8 model at `int8_path` from the fp32 model at `fp32_path` on `pixels`
-    (N, H, W, 3 uint8 training images) and write it into `int8_path` when cross-validation says it agrees
+    (N, H, W, 3 uint8 training images; N may be 0) and write it into `int8_path` when cross-validation says it agrees
     better with fp32 (module docstring); return what the report records."""
-    fp32, int8 = onnx.load(fp32_path), onnx.load(int8_path)
-    fp32_head, int8_head = head_of(fp32, fp32_path), head_of(int8, int8_path)
-    teacher = _dense(fp32, fp32_head)
-    fp32_rows = _standardised(fp32, fp32_head, pixels)
-    int8_rows = _standardised(int8, int8_head, pixels)
     summary: dict[str, object] = {
         "method": f"dense layer distilled from the fp32 head on int8 and fp32 features of training images, pull {PULL:g}",
         "images": len(pixels),
     }
     if len(pixels) < FOLDS:
-        return {**summary, "distilled": False, "why": f"fewer than {FOLDS} training images"}
+        return {**summary, "distilled": False, "why": f"fewer than {FOLDS} readable training images"}
+    fp32, int8 = onnx.load(fp32_path), onnx.load(int8_path)
+    try:
+        fp32_head, int8_head = head_of(fp32, fp32_path), head_of(int8, int8_path)
+    except ModelError as error:  # a graph of another shape: the int8 model is still good with the head it has
+        return {**summary, "distilled": False, "why": str(error)}
+    teacher = _dense(fp32, fp32_head)
+    fp32_rows = _standardised(fp32, fp32_head, pixels)
+    int8_rows = _standardised(int8, int8_head, pixels)
     before, after = _cross_validated_agreement(teacher, fp32_rows, int8_rows, threshold, labels)
     summary.update(cross_validated_agreement={"fp32_head": round(before, 4), "distilled": round(after, 4)}, distilled=after > before)
     if summary["distilled"]:
