@@ -22,6 +22,9 @@ from train.edge import calibration_sample  # noqa: E402
 from train.int8 import shorten_names  # noqa: E402
 
 BIN = Path(sys.executable).parent
+#: A tolerance no variant of the small model meets: with its distilled head the int8 model beats fp32 by
+#: 1.5 points on the test images (0.8000 against 0.7846), so the issue's -1 rightly lets it through.
+REFUSING_TOLERANCE = -5
 
 
 def _run(tool: str, *args: object) -> subprocess.CompletedProcess[str]:
@@ -86,9 +89,9 @@ def test_fp16_model_keeps_uint8_input_and_float32_output(small_model: Path, asse
     assert half.metadata.conversion["agreement"] >= 0.95
 
 
-def test_gate_refuses_with_negative_tolerance_and_writes_nothing(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+def test_gate_refuses_below_a_negative_tolerance_and_writes_nothing(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1)
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", REFUSING_TOLERANCE)
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()
     assert len(message) == 1 and "model.int8.onnx" in message[0] and "not written" in message[0]
@@ -97,7 +100,7 @@ def test_gate_refuses_with_negative_tolerance_and_writes_nothing(small_model: Pa
 
 def test_force_writes_a_refused_model_and_says_so(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1, "--force")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", REFUSING_TOLERANCE, "--force")
     assert result.returncode == 0, result.stderr
     assert "written because of --force" in result.stdout
     assert Classifier(tmp_path / "model.int8.onnx", providers="cpu").metadata.conversion["forced"] is True
@@ -307,7 +310,7 @@ def test_pixel_tensors_follow_only_exact_casts_and_value_moving_ops() -> None:
 
 def test_gate_refuses_each_variant_checks_the_next_and_a_nan_tolerance_is_a_usage_error(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     model = shutil.copy(small_model, tmp_path / "model.onnx")
-    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", -1, "--half")
+    result = _run("quantize-model", model, "--calibrate", assets_dir, "--tolerance", REFUSING_TOLERANCE, "--half")
     assert result.returncode == 2
     (message,) = result.stderr.strip().splitlines()
     assert "model.int8.onnx: int8 loses" in message and " | " in message and "model.fp16.onnx: fp16 loses" in message
