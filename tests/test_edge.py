@@ -389,7 +389,7 @@ def _training_pixels(assets_dir: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def test_the_int8_head_is_distilled_only_when_cross_validation_says_it_agrees_better(small_model: Path, assets_dir: Path, tmp_path: Path) -> None:
-    from train.int8_head import Dense, distil, distil_int8_head, head_of, head_inputs
+    from train.int8_head import Dense, _dense, _standardised, distil, distil_int8_head, head_of
 
     fp32_model, int8_path = onnx.load(small_model), small_model.with_name("model.int8.onnx")
     conversion = Classifier(int8_path, providers="cpu").metadata.conversion
@@ -404,13 +404,11 @@ def test_the_int8_head_is_distilled_only_when_cross_validation_says_it_agrees_be
 
     # On the model's real training features: fed fp32 features as "int8" ones, the teacher is already the optimum...
     pixels = _training_pixels(assets_dir, Classifier(small_model, providers="cpu").input_size)
-    constants = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in fp32_model.graph.initializer}
-    standardised = head_inputs(fp32_model, fp32_head.features, pixels) * constants[fp32_head.scale] + constants[fp32_head.offset]
-    teacher = Dense(constants[fp32_head.kernel].T if fp32_head.kernel_transposed else constants[fp32_head.kernel], constants[fp32_head.bias])
+    standardised, teacher = _standardised(fp32_model, fp32_head, pixels), _dense(fp32_model, fp32_head)
     unchanged = distil(teacher, standardised, standardised)
     assert np.abs(unchanged.kernel - teacher.kernel).max() < 1e-3 and np.abs(unchanged.bias - teacher.bias).max() < 1e-3
     # ...and on the int8 model's features the distilled head decides as fp32 on more training images than the fp32 head.
-    int8_rows = head_inputs(int8_model, head_of(int8_model, int8_path).features, pixels) * constants[fp32_head.scale] + constants[fp32_head.offset]
+    int8_rows = _standardised(int8_model, head_of(int8_model, int8_path), pixels)
     reference = teacher.probabilities(standardised).argmax(axis=1)
     agreement = [np.mean(dense.probabilities(int8_rows).argmax(axis=1) == reference) for dense in (teacher, distil(teacher, standardised, int8_rows))]
     assert agreement[1] > agreement[0]

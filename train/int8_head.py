@@ -201,20 +201,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {tensor.name: numpy_helper.to_array(tensor).astype(np.float64) for tensor in model.graph.initializer}
+def _constants(model: onnx.ModelProto, *names: str) -> list[np.ndarray]:
+    """The initializers `names` of `model` in float64, in that order (the backbone's are not converted)."""
+    wanted = {tensor.name: tensor for tensor in model.graph.initializer if tensor.name in names}
+    return [numpy_helper.to_array(wanted[name]).astype(np.float64) for name in names]
 
 
 def _standardised(model: onnx.ModelProto, head: HeadTensors, pixels: np.ndarray) -> np.ndarray:
     """What `model`'s dense layer reads for `pixels`: the head's input times its scale plus its offset."""
-    constants = _constants(model)
-    return head_inputs(model, head.features, pixels) * constants[head.scale].ravel() + constants[head.offset].ravel()
+    scale, offset = _constants(model, head.scale, head.offset)
+    return head_inputs(model, head.features, pixels) * scale.ravel() + offset.ravel()
 
 
 def _dense(model: onnx.ModelProto, head: HeadTensors) -> Dense:
-    constants = _constants(model)
-    kernel = constants[head.kernel].T if head.kernel_transposed else constants[head.kernel]
-    return Dense(kernel=kernel, bias=constants[head.bias].ravel())
+    kernel, bias = _constants(model, head.kernel, head.bias)
+    return Dense(kernel=kernel.T if head.kernel_transposed else kernel, bias=bias.ravel())
 
 
 def _write_dense(model: onnx.ModelProto, head: HeadTensors, dense: Dense) -> None:
