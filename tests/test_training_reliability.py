@@ -53,6 +53,26 @@ def test_ctrl_c_while_a_command_starts_is_one_line_not_a_traceback(tool: str, as
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_inside_a_callback_run_by_an_import_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C landing in code Python runs for the import machinery (a module lock's weakref callback; here a
+    finaliser) cannot propagate; Python would print "Exception ignored in" with a traceback. CI saw that once."""
+    (tmp_path / "interrupted_in_a_finaliser.py").write_text(
+        "import os, signal\n"
+        "class Finalised:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(10))  # the pending signal's handler runs here, inside the finaliser\n"
+        "Finalised()\n"
+        "def main():\n"
+        "    print('ran')\n"
+    )
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from train.entry_points import _run; _run('interrupted_in_a_finaliser')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (done.returncode, done.stdout) == (130, ""), done.stderr
+    assert done.stderr == "interrupted: while starting, before anything was read or written\n"
+
+
 def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resumes(assets_dir: Path, tmp_path: Path) -> None:
     workspace, model = tmp_path / "cache", tmp_path / "m.onnx"
     run = command(assets_dir, workspace, model, "--weights", "none", "--image-size", "160")

@@ -22,16 +22,25 @@ def _run(module: str) -> None:
 
     A Ctrl-C that lands inside a compiled extension's initialisation (onnxruntime's) surfaces as that
     module's `ImportError: initialization failed`, not as KeyboardInterrupt; the handler below records the
-    signal, so that error is read as the interrupt it was."""
+    signal, so that error is read as the interrupt it was. One that lands inside a callback the import
+    machinery runs (a module lock's weakref callback) cannot propagate: Python reports it as "Exception
+    ignored in ..." with a traceback, so such reports of KeyboardInterrupt are silenced while importing."""
     interrupts: list[int] = []
 
     def record_and_interrupt(signum: int, frame: object) -> None:
         interrupts.append(signum)
         raise KeyboardInterrupt
 
+    report_unraisable = sys.unraisablehook
+
+    def report_unless_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            report_unraisable(unraisable)
+
     watching = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when Ctrl-C is ignored
     if watching:
         signal.signal(signal.SIGINT, record_and_interrupt)
+    sys.unraisablehook = report_unless_interrupt
     try:
         command = importlib.import_module(module).main
     except (KeyboardInterrupt, ImportError) as error:
@@ -39,6 +48,7 @@ def _run(module: str) -> None:
             raise
         command = None
     finally:
+        sys.unraisablehook = report_unraisable
         if watching and signal.getsignal(signal.SIGINT) is record_and_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if command is None or interrupts:  # also an interrupt a library's optional import swallowed
