@@ -108,7 +108,7 @@ def run_suite(config: SuiteConfig, log=print) -> dict[str, object]:
             if data_dir.is_dir():
                 log(f"edge variants (int8, fp16) of the default model on {name}")
                 workspace = folder / "train-workspace" if data_dir == config.train_data_dir else folder / f"edge-{len(result['edge'])}"
-                result["edge"] += measure_edge(name, data_dir, workspace, folder / "edge", config.min_seconds, config.edge_training)
+                result["edge"] += measure_edge(name, data_dir, workspace, folder / "edge", config.edge_training)
     for section in ("inference", "speedups", "session_settings", "classify_folder", "edge"):
         for row in result[section]:
             row["environment"] = env

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -35,3 +35,19 @@ def throughput(call: Callable[[], object], batch: int, min_seconds: float, min_r
         call()
         runs += 1
     return batch * runs / (time.perf_counter() - started)
+
+
+def interleaved_throughput(calls: Mapping[str, Callable[[], object]], batch: int, rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Images per second of each of `calls` (each processing `batch` images): one timed call of each in turn,
+    `rounds` times, the median per call. Taking turns spreads a shared machine's drift over all of them
+    alike, so their ratios hold where timing one after the other would not."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: batch / float(np.median(taken)) for name, taken in seconds.items()}
