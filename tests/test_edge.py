@@ -429,3 +429,36 @@ def test_the_int8_head_is_distilled_only_when_cross_validation_says_it_agrees_be
     copy = Path(shutil.copy(int8_path, tmp_path / "few.int8.onnx"))
     summary = distil_int8_head(small_model, copy, pixels[:3], None, ["CD", "UD"])
     assert summary["distilled"] is False and "fewer than" in summary["why"] and copy.read_bytes() == int8_path.read_bytes()
+
+
+def _head_graph(kernel_readers: int = 1, gemm_alpha: float | None = None) -> onnx.ModelProto:
+    """features -> Mul(scale) -> Add(offset) -> MatMul(kernel) -> Add(bias) (or one Gemm) -> Softmax, and
+    `kernel_readers - 1` other MatMuls reading the kernel."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = {"scale": np.ones(4), "offset": np.zeros(4), "kernel": np.ones((4, 2)), "bias": np.zeros(2)}
+    nodes = [helper.make_node("Mul", ["features", "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "offset"], ["standardised"])]
+    if gemm_alpha is None:
+        nodes += [helper.make_node("MatMul", ["standardised", "kernel"], ["product"]), helper.make_node("Add", ["product", "bias"], ["logits"])]
+    else:
+        nodes += [helper.make_node("Gemm", ["standardised", "kernel", "bias"], ["logits"], alpha=gemm_alpha)]
+    nodes += [helper.make_node("MatMul", ["features", "kernel"], [f"elsewhere{i}"]) for i in range(kernel_readers - 1)]
+    nodes += [helper.make_node("Softmax", ["logits"], ["probabilities"])]
+    graph = helper.make_graph(
+        nodes, "head", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in constants.items()],
+    )
+    return helper.make_model(graph)
+
+
+def test_the_int8_head_is_found_only_where_rewriting_it_changes_the_head_alone() -> None:
+    from runtime.errors import ModelError
+    from train.int8_head import HeadTensors, head_of
+
+    assert head_of(_head_graph(), Path("m.onnx")) == HeadTensors("features", "scale", "offset", "kernel", "bias", False)
+    assert head_of(_head_graph(gemm_alpha=1.0), Path("m.onnx")).kernel == "kernel"
+    with pytest.raises(ModelError, match="m.onnx.*'kernel' is read by 2 nodes"):
+        head_of(_head_graph(kernel_readers=2), Path("m.onnx"))
+    with pytest.raises(ModelError, match="m.onnx.*Gemm is not features @ kernel \\+ bias"):
+        head_of(_head_graph(gemm_alpha=2.0), Path("m.onnx"))

@@ -21,6 +21,7 @@ No TensorFlow: both models run in onnxruntime, cut at the head's input, and the 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ MAX_ITERATIONS = 500
 class HeadTensors:
     """Where an exported classifier's head lives: the pooled features it reads (one row per image and
     view), the standardisation's initializers (`scale`, `offset`) and the dense layer's (`kernel`, `bias`;
-    `kernel_transposed` for a Gemm that stores the kernel as (classes, features))."""
+    `kernel_transposed` for a Gemm that stores the kernel as (classes, features)), each read by the head alone."""
 
     features: str
     scale: str
@@ -74,7 +75,8 @@ class Dense:
 
 def head_of(model: onnx.ModelProto, path: Path) -> HeadTensors:
     """The head of `model` (at `path`, for the error): Mul(scale) -> Add(offset) -> MatMul(kernel) ->
-    Add(bias), or -> Gemm(kernel, bias), -> Softmax -> ... -> `probabilities`. `ModelError` otherwise."""
+    Add(bias), or -> Gemm(kernel, bias), -> Softmax -> ... -> `probabilities`, its initializers read by no
+    other node. `ModelError` otherwise."""
     graph = model.graph
     constants = {tensor.name for tensor in graph.initializer}
     producers = producers_of(graph)
@@ -109,7 +111,12 @@ def head_of(model: onnx.ModelProto, path: Path) -> HeadTensors:
         transposed, kernel, bias, standardised = False, constant(matmul), constant(add_bias), variable(matmul)
     add_offset = node_before(standardised, "Add")
     mul_scale = node_before(variable(add_offset), "Mul")
-    return HeadTensors(variable(mul_scale), constant(mul_scale), constant(add_offset), kernel, bias, transposed)
+    head = HeadTensors(variable(mul_scale), constant(mul_scale), constant(add_offset), kernel, bias, transposed)
+    readers = Counter(name for node in graph.node for name in node.input)
+    shared = [name for name in (head.scale, head.offset, head.kernel, head.bias) if readers[name] != 1]
+    if shared:
+        raise ModelError(path, f"the head's initializer '{shared[0]}' is read by {readers[shared[0]]} nodes; rewriting it would change more than the head")
+    return head
 
 
 def distil_int8_head(
