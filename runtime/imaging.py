@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtime.errors import ImageError, first_line
+from runtime.list_stream import list_names
 
 #: File name endings treated as images when a folder is scanned.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -293,16 +294,12 @@ def _may_be_file(entry: os.DirEntry[str]) -> bool:
 
 
 def image_files(inputs: Iterable[Path], list_file: Path | None = None) -> Iterator[Path]:
-    """The image files named by `inputs` (files, and folders searched recursively), then by `list_file`.
-
-    The list is read as UTF-8; a byte-order mark (Windows Notepad) is dropped, and bytes that are not
-    UTF-8 stay the bytes they were (a name written in Latin-1 still finds its file).
-    """
+    """The image files named by `inputs` (files, and folders searched recursively), then by `list_file`
+    (read as a stream, see `runtime.list_stream.list_names`)."""
     for path in inputs:
         if path.is_dir():
             yield from find_images(path)
         else:
             yield path
     if list_file is not None:
-        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as lines:
-            yield from (Path(line.strip()) for line in lines if line.strip())
+        yield from (Path(name) for name in list_names(list_file))
