@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,13 @@ def without_permission_override() -> list[str]:
     if not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: a folder cannot be made unreadable")
     return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def ctrl_c_as_from_a_terminal() -> None:
+    """`preexec_fn` for a child a test sends Ctrl-C: SIGINT not ignored. A child inherits an ignored SIGINT
+    and Python keeps it (so Ctrl-C would do nothing): pytest run in the background by a script (`make test &`)
+    ignores it, and earlier tests can leave this process ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def solid_image(path: Path, color: tuple[int, int, int], size: int = 48) -> Path:

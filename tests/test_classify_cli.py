@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 
 from runtime.cli import app
 
-from conftest import COLOR_LABELS, NEEDS_RAY, run_without_ray, solid_image, unboxed, without_permission_override
+from conftest import COLOR_LABELS, NEEDS_RAY, ctrl_c_as_from_a_terminal, run_without_ray, solid_image, unboxed, without_permission_override
 
 CLASSIFY = [sys.executable, "-m", "runtime"]
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
@@ -382,7 +382,7 @@ def test_ctrl_c_stops_with_130_and_keeps_the_rows_written(
     os.mkfifo(fifo)
     process = subprocess.Popen(
         [*CLASSIFY, str(color_model), "--list", str(fifo), "--batch-size", "1", "--csv", str(table)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_from_a_terminal,
     )
     with fifo.open("w") as names:
         names.write(f"{color_images['red']}\n{color_images['green']}\n")

@@ -26,6 +26,8 @@ from train.data import LabeledImage  # noqa: E402
 from train.engines import WorkerSpec  # noqa: E402
 from train.views import View  # noqa: E402
 
+from conftest import ctrl_c_as_from_a_terminal  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 SMALL_MODEL = ["--weights", "none", "--image-size", "64"]
@@ -44,7 +46,7 @@ def cache_entries(workspace: Path) -> list[Path]:
 def test_ctrl_c_while_a_command_starts_is_one_line_not_a_traceback(tool: str, assets_dir: Path, tmp_path: Path) -> None:
     arguments = [assets_dir, "--export", tmp_path / "m.onnx"] if tool == "train-model" else [tmp_path / "m.onnx", "--calibrate", assets_dir]
     process = subprocess.Popen([str(Path(sys.executable).parent / tool), *map(str, arguments)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_from_a_terminal)
     time.sleep(0.3)  # its imports take longer than this (TensorFlow, onnx, scikit-learn)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -68,7 +70,7 @@ def test_ctrl_c_inside_a_callback_run_by_an_import_is_one_line_not_a_traceback(t
     )
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from train.entry_points import _run; _run('interrupted_in_a_finaliser')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                          preexec_fn=ctrl_c_as_from_a_terminal)
     assert (done.returncode, done.stdout) == (130, ""), done.stderr
     assert done.stderr == "interrupted: while starting, before anything was read or written\n"
 
@@ -76,10 +78,8 @@ def test_ctrl_c_inside_a_callback_run_by_an_import_is_one_line_not_a_traceback(t
 def test_ctrl_c_during_bottlenecks_keeps_finished_features_and_the_next_run_resumes(assets_dir: Path, tmp_path: Path) -> None:
     workspace, model = tmp_path / "cache", tmp_path / "m.onnx"
     run = command(assets_dir, workspace, model, "--weights", "none", "--image-size", "160")
-    # As from a terminal: Ctrl-C not ignored. Earlier tests can leave this pytest process ignoring SIGINT (a
-    # child inherits that, and Python keeps an inherited ignore), which made this test fail intermittently.
     process = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=ctrl_c_as_from_a_terminal)
     deadline = time.monotonic() + 300
     while len(cache_entries(workspace)) < 16 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
