@@ -267,6 +267,15 @@ def test_list_file_with_a_bom_and_a_latin1_name(color_model: Path, tmp_path: Pat
     assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.splitlines()] == ["Predicted: green", "Predicted: red"]
 
 
+@pytest.mark.skipif(not Path("/dev/stdin").exists(), reason="needs /dev/stdin")
+def test_list_piped_in_as_dev_stdin(color_model: Path, color_images: dict[str, Path]) -> None:
+    """`find ... | classify MODEL --list /dev/stdin`, as the README shows."""
+    names = f"{color_images['blue']}\n\n{color_images['red']}\n"
+    done = subprocess.run([*CLASSIFY, str(color_model), "--list", "/dev/stdin"], input=names, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.splitlines()] == ["Predicted: blue", "Predicted: red"]
+
+
 def test_a_thousand_images_with_three_bad_ones(color_model: Path, assets_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "batch"
     folder.mkdir()
