@@ -17,7 +17,7 @@ from runtime.metadata import ModelMetadata  # noqa: E402
 from train.backbones import get_backbone  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 from train.export import ExportError, export_onnx, fuse  # noqa: E402
-from train.head import MIN_RELATIVE_STD, HeadConfig, build_head, predict_views, train_head  # noqa: E402
+from train.head import CHUNK_ROWS, MIN_RELATIVE_STD, HeadConfig, build_head, predict_views, standardised_rows, train_head  # noqa: E402
 
 
 def blobs(n: int, seed: int, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +68,22 @@ def test_a_feature_constant_in_training_stays_out_of_the_head() -> None:
     scale = np.asarray(head.get_layer("standardise").scale)
     typical = np.median(train_x.reshape(-1, 16).std(axis=0)[np.arange(16) != 5])
     assert scale[5] == 0 and scale[6] == pytest.approx(1 / (MIN_RELATIVE_STD * typical), rel=1e-4)  # not 1 / 7e-4
+
+
+def test_standardising_many_rows_needs_no_float64_copy_of_them() -> None:
+    """The head standardises in float64 a chunk at a time: the same float32 rows as one whole-array float64
+    computation, with working memory far below a float64 copy of the features (numpy reports its
+    allocations to tracemalloc)."""
+    import tracemalloc
+
+    rows = np.random.default_rng(0).gamma(2.0, 0.5, size=(10 * CHUNK_ROWS + 17, 128)).astype(np.float32)
+    mean, std = rows.mean(axis=0, dtype=np.float64), rows.std(axis=0, dtype=np.float64)
+    tracemalloc.start()
+    standardised = standardised_rows(rows, mean, std)
+    extra = tracemalloc.get_traced_memory()[1] - standardised.nbytes
+    tracemalloc.stop()
+    np.testing.assert_array_equal(standardised, ((rows - mean) / std).astype(np.float32))
+    assert extra <= 2 * CHUNK_ROWS * rows.shape[1] * 8 + (1 << 20)  # a float64 chunk and its quotient (8 MB); whole-array: 63 MB
 
 
 def test_a_head_that_stops_before_converging_says_so_in_one_line() -> None:

@@ -32,6 +32,8 @@ ABSENT_CLASS_LOGIT = -30.0
 CONSTANT_FEATURE_STD = 1e-6
 #: Least spread a varying feature is standardised by, as a share of the median feature's spread.
 MIN_RELATIVE_STD = 0.05
+#: Rows standardised at a time (bounds the float64 working memory: 4096 x 2048 features is 64 MB).
+CHUNK_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,8 @@ def train_head(
     features, labels = train
     images, views, dim = features.shape
     mean = features.reshape(-1, dim).mean(axis=0, dtype=np.float64)
-    std = _standardising_std(features.reshape(-1, dim))
-    rows = ((features.reshape(-1, dim) - mean) / std).astype(np.float32)
+    std = _standardising_std(features.reshape(-1, dim), mean)
+    rows = standardised_rows(features.reshape(-1, dim), mean, std)
     row_labels = np.repeat(labels, views)
     has_validation = validation is not None and len(validation[0]) > 0
     c_values = sorted(config.c_values) if has_validation else [_c_without_validation(config.c_values)]
@@ -121,16 +123,28 @@ def train_head(
     return HeadResult(model=best[2], c=best[1], candidates=candidates)
 
 
-def _standardising_std(rows: np.ndarray) -> np.ndarray:
-    """Per feature, what the head divides by after subtracting the mean: the standard deviation over the
-    training rows, with two guards against features that (nearly) never vary.
+def standardised_rows(rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """float32 `(rows - mean) / std`, computed in float64 `CHUNK_ROWS` rows at a time: memory beyond the
+    result stays small (a whole float64 copy of 10,000 images x 8 views x 2048 features is 1.3 GB)."""
+    standardised = np.empty(rows.shape, np.float32)
+    for start in range(0, len(rows), CHUNK_ROWS):
+        standardised[start : start + CHUNK_ROWS] = (rows[start : start + CHUNK_ROWS] - mean) / std
+    return standardised
+
+
+def _standardising_std(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per feature, what the head divides by after subtracting the `mean`: the standard deviation over the
+    training rows (in float64, `CHUNK_ROWS` at a time), with two guards against features that (nearly) never vary.
 
     A feature constant on the training images (a channel dead at this input size) teaches nothing: inf
     (scale 0) keeps it out of the head. A feature active on only a few images is divided by no less than
     `MIN_RELATIVE_STD` of the median feature's spread: divided by its own tiny spread, a later change
     (fine-tuning waking the channel, an unusual image) would swing the logits by thousands of times that change.
     """
-    std = rows.std(axis=0, dtype=np.float64)
+    squares = np.zeros(rows.shape[1])
+    for start in range(0, len(rows), CHUNK_ROWS):
+        squares += ((rows[start : start + CHUNK_ROWS] - mean) ** 2).sum(axis=0)
+    std = np.sqrt(squares / len(rows))
     varying = std >= CONSTANT_FEATURE_STD
     floor = MIN_RELATIVE_STD * np.median(std[varying]) if varying.any() else 0.0
     return np.where(varying, np.maximum(std, floor), np.inf)
