@@ -3,7 +3,8 @@
 Each data set gets a default `train-model` run with `--quantize int8 --half --force` (forced so a variant
 the accuracy gate would refuse is still measured; the gate's verdict is kept in `forced`) per split seed:
 a test split of `assets/` holds about 65 images, so one flipped prediction moves accuracy by 1.5 points and
-one seed alone cannot tell a variant's cost from luck. Throughput goes through the runtime's
+one seed alone cannot tell a variant's cost from luck. Seeds are added until the test images pooled over
+them reach `EdgeTraining.min_test_images`, so a small data set gets more seeds than a large one. Throughput goes through the runtime's
 `Classifier.predict_pixels` (same code path and memory bound for all variants), the precisions timed in
 turn, batch after batch, so the machine's drift does not land on one of them.
 """
@@ -38,6 +39,9 @@ class EdgeTraining:
     the backbone's). The defaults are `train-model`'s."""
 
     seeds: Sequence[int] = (0,)
+    #: Further seeds (after the last of `seeds`, one by one) are measured until the test images of all the
+    #: seeds measured add up to at least this many.
+    min_test_images: int = 0
     views: int = TrainConfig.views
     image_size: int | None = None
 
@@ -46,7 +50,14 @@ def measure_edge(
     name: str, data_dir: Path, workspace: Path, out_dir: Path, training: EdgeTraining = EdgeTraining()
 ) -> list[dict[str, object]]:
     """One row per split seed and precision (fp32, int8, fp16) for the model `training` trains on `data_dir`."""
-    return [row for seed in training.seeds for row in _measure_seed(name, data_dir, workspace, out_dir, training, seed)]
+    rows: list[dict[str, object]] = []
+    seeds = list(training.seeds)
+    while seeds:
+        seed = seeds.pop(0)
+        rows += _measure_seed(name, data_dir, workspace, out_dir, training, seed)
+        if not seeds and sum(row["test_images"] for row in rows if row["precision"] == "fp32") < training.min_test_images:
+            seeds.append(seed + 1)
+    return rows
 
 
 def _measure_seed(
@@ -67,13 +78,15 @@ def _measure_seed(
     speeds = interleaved_throughput({name: partial(c.predict_pixels, pixels) for name, c in classifiers.items()}, BATCH, ROUNDS)
     rows = [{
         "data": name, "seed": seed, "precision": "fp32", "views": fp32.metadata.views, "bytes": model_path.stat().st_size, "size_vs_fp32": 1.0,
-        "accuracy": report["test"]["accuracy"], "balanced_accuracy": report["test"]["balanced_accuracy"], "agreement": 1.0,
+        "test_images": report["test"]["images"], "accuracy": report["test"]["accuracy"],
+        "balanced_accuracy": report["test"]["balanced_accuracy"], "agreement": 1.0,
         "loss_points": 0.0, "images_per_s_batch32": speeds["fp32"], "speed_vs_fp32": 1.0, "gate_passed": True,
     }]
     for variant in report["edge_variants"]:
         precision = variant["precision"]
         rows.append({
             "data": name, "seed": seed, "precision": precision, "views": fp32.metadata.views, "bytes": variant["bytes"],
+            "test_images": report["test"]["images"],
             "size_vs_fp32": variant["size_vs_fp32"], "accuracy": variant["variant"]["accuracy"],
             "balanced_accuracy": variant["variant"]["balanced_accuracy"], "agreement": variant["agreement"],
             "loss_points": variant["loss_points"], "images_per_s_batch32": speeds[precision],

@@ -16,6 +16,7 @@ from benchmarks.flops import model_flops_per_image  # noqa: E402
 from benchmarks.models import BackboneChoice  # noqa: E402
 from benchmarks.report import PLOT_FILE, write_results  # noqa: E402
 from benchmarks.suite import SuiteConfig, run_suite  # noqa: E402
+from train.data import load_dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,10 @@ TINY = SuiteConfig(
 
 
 def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_dataset: Path, tmp_path: Path) -> None:
-    tiny = dataclasses.replace(TINY, train_data_dir=small_dataset, edge_datasets=(("small", small_dataset),))
+    # One seed given, and a pool of test images one more than its test split holds: the run adds seed 1.
+    seed_zero_tests = len(load_dataset(small_dataset, seed=0).split("test"))
+    edge_training = dataclasses.replace(TINY.edge_training, seeds=(0,), min_test_images=seed_zero_tests + 1)
+    tiny = dataclasses.replace(TINY, train_data_dir=small_dataset, edge_datasets=(("small", small_dataset),), edge_training=edge_training)
     result = run_suite(tiny, log=lambda line: None)
     paths = write_results(result, tmp_path / "results")
     assert [path.name for path in paths] == ["results.json", "results.md", PLOT_FILE]
@@ -46,6 +50,7 @@ def test_tiny_benchmark_run_writes_every_section_and_computed_targets(small_data
     assert any(row["default"] for row in saved["session_settings"])
 
     assert [(row["seed"], row["precision"]) for row in saved["edge"]] == [(seed, p) for seed in (0, 1) for p in ("fp32", "int8", "fp16")]
+    assert saved["edge"][0]["test_images"] == seed_zero_tests
     assert all(0 < row["size_vs_fp32"] <= 1 and row["images_per_s_batch32"] > 0 for row in saved["edge"])
     loss = next(target for target in saved["targets"] if "int8 test accuracy loss" in target["name"])
     assert loss["name"].endswith("mean over split seeds 0, 1")
