@@ -17,6 +17,7 @@ from runtime.classifier import Classifier, FileResult
 from runtime.distributed import Engine, EngineError, RayInput, require_ray
 from runtime.errors import ModelError, OutputError
 from runtime.imaging import IMAGE_EXTENSIONS, image_files
+from runtime.list_stream import STANDARD_INPUT
 from runtime.output import make_folder_for
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
@@ -32,12 +33,26 @@ STDOUT = "-"
 app = typer.Typer(add_completion=False, help="Classify images with a model exported by train-model.")
 
 
+def _readable_list(list_file: Optional[Path]) -> Optional[Path]:
+    """The `--list` value, checked: `-` (standard input) or a readable file. (typer's own check cannot let `-`
+    through for a Path option: it compares the Path with the string "-".)"""
+    if list_file is None or str(list_file) == STANDARD_INPUT:
+        return list_file
+    problem = "does not exist" if not list_file.exists() else "is a folder" if list_file.is_dir() else None
+    if problem is None and not os.access(list_file, os.R_OK):
+        problem = "is not readable"
+    if problem:
+        raise typer.BadParameter(f"file '{list_file}' {problem}.")
+    return list_file
+
+
 @app.command()
 def classify(
     model: Path = typer.Argument(..., help="Model file written by train-model --export."),
     inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders (searched recursively)."),
     list_file: Optional[Path] = typer.Option(
-        None, "--list", exists=True, dir_okay=False, readable=True, help="A text file naming one image per line (read as a stream)."
+        None, "--list", callback=_readable_list,
+        help="A text file naming one image per line (read as a stream); - reads the names from standard input.",
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Show K labels: the prediction (which follows the decision threshold), then the most probable others (--json lists them all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
@@ -93,7 +108,7 @@ def classify(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         raise typer.Exit(EXIT_BROKEN_PIPE)
     if not seen:  # an empty folder or list is most often the wrong one: a script must not take it for success
-        named = ", ".join(str(path) for path in [*(inputs or []), *([list_file] if list_file else [])])
+        named = ", ".join("standard input" if str(path) == STANDARD_INPUT else str(path) for path in [*(inputs or []), *([list_file] if list_file else [])])
         typer.echo(f"error: {named}: no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
         raise typer.Exit(EXIT_CANNOT_RUN)
     if failures:

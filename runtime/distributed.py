@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from runtime.errors import RetrainOnnxError, first_line
+from runtime.list_stream import STANDARD_INPUT
 
 #: How long the check that a Ray address answers waits for it.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -32,7 +33,8 @@ class Engine(str, Enum):
 class RayInput:
     """What `classify` classifies: files and folders, and/or a list file (one path per line).
 
-    A list file alone is read by Ray itself, as a stream, so the driver never holds the paths.
+    A list file alone is read by Ray itself, as a stream, so the driver never holds the paths; a list on
+    standard input (`-`) is read by the driver, as the names given with it are.
     """
 
     inputs: Sequence[Path]
@@ -40,8 +42,8 @@ class RayInput:
 
     @property
     def streamed_list(self) -> Path | None:
-        """The list file when Ray can read it directly (no other inputs), else None."""
-        return self.list_file if not self.inputs else None
+        """The list file when Ray can read it directly (a file, and no other inputs), else None."""
+        return self.list_file if not self.inputs and str(self.list_file) != STANDARD_INPUT else None
 
 
 class EngineError(RetrainOnnxError):

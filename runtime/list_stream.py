@@ -10,23 +10,31 @@ raised, at least every `POLL_SECONDS`.
 
 from __future__ import annotations
 
+import io
 import queue
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import TextIO, Union
 
 #: Longest wait, in seconds, before the main thread looks for a pending Ctrl-C while no name arrives.
 POLL_SECONDS = 0.2
 #: Names the helper thread reads ahead of the consumer (a list of millions of names is never held whole).
 NAMES_AHEAD = 1024
+#: The list name that means standard input (`find ... | classify MODEL --list -`).
+STANDARD_INPUT = "-"
 
+#: How a list is decoded: UTF-8, a byte-order mark dropped, other bytes kept as surrogate escapes.
+_ENCODING, _ERRORS = "utf-8-sig", "surrogateescape"
 _END = object()
 _Item = Union[str, OSError, object]
 
 
 def list_names(list_file: Path) -> Iterator[str]:
-    """The non-blank lines of `list_file`, stripped, in order, read at most `NAMES_AHEAD` lines ahead.
+    """The non-blank lines of `list_file` (standard input for `STANDARD_INPUT`), stripped, in order, read at
+    most `NAMES_AHEAD` lines ahead.
 
     The list is read as UTF-8; a byte-order mark (Windows Notepad) is dropped, and bytes that are not UTF-8
     stay the bytes they were (surrogate escapes: a name written in Latin-1 still finds its file). An error
@@ -53,7 +61,7 @@ def list_names(list_file: Path) -> Iterator[str]:
 def _read_names(list_file: Path, names: queue.Queue[_Item], stop: threading.Event) -> None:
     """Put each name of `list_file` into `names`, then `_END`, or the `OSError` that stopped the reading."""
     try:
-        with open(list_file, encoding="utf-8-sig", errors="surrogateescape") as lines:
+        with _opened(list_file) as lines:
             for line in lines:
                 if line.strip() and not _put(names, line.strip(), stop):
                     return
@@ -61,6 +69,21 @@ def _read_names(list_file: Path, names: queue.Queue[_Item], stop: threading.Even
         _put(names, error, stop)
         return
     _put(names, _END, stop)
+
+
+@contextmanager
+def _opened(list_file: Path) -> Iterator[TextIO]:
+    """`list_file`, or standard input for `STANDARD_INPUT`, open for reading names (see `list_names`);
+    standard input is left open for the rest of the process."""
+    if str(list_file) != STANDARD_INPUT:
+        with open(list_file, encoding=_ENCODING, errors=_ERRORS) as lines:
+            yield lines
+        return
+    lines = io.TextIOWrapper(sys.stdin.buffer, encoding=_ENCODING, errors=_ERRORS)
+    try:
+        yield lines
+    finally:
+        lines.detach()  # closing the wrapper would close standard input
 
 
 def _put(names: queue.Queue[_Item], item: _Item, stop: threading.Event) -> bool:

@@ -267,13 +267,19 @@ def test_list_file_with_a_bom_and_a_latin1_name(color_model: Path, tmp_path: Pat
     assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.splitlines()] == ["Predicted: green", "Predicted: red"]
 
 
-@pytest.mark.skipif(not Path("/dev/stdin").exists(), reason="needs /dev/stdin")
-def test_list_piped_in_as_dev_stdin(color_model: Path, color_images: dict[str, Path]) -> None:
-    """`find ... | classify MODEL --list /dev/stdin`, as the README shows."""
-    names = f"{color_images['blue']}\n\n{color_images['red']}\n"
-    done = subprocess.run([*CLASSIFY, str(color_model), "--list", "/dev/stdin"], input=names, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.splitlines()] == ["Predicted: blue", "Predicted: red"]
+@pytest.mark.parametrize("standard_input", ["-", "/dev/stdin"])
+def test_list_piped_in_on_standard_input(color_model: Path, color_images: dict[str, Path], standard_input: str) -> None:
+    """`find ... | classify MODEL --list -`, as the README shows (a byte-order mark dropped, as from a file),
+    and `--list /dev/stdin` where the system has it."""
+    if standard_input != "-" and not Path(standard_input).exists():
+        pytest.skip(f"no {standard_input} here")
+    names = f"\ufeff{color_images['blue']}\n\n{color_images['red']}\n".encode()
+    done = subprocess.run([*CLASSIFY, str(color_model), "--list", standard_input], input=names, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert [line.split(" | ")[1].split(" (")[0] for line in done.stdout.decode().splitlines()] == ["Predicted: blue", "Predicted: red"]
+    if standard_input == "-":  # nothing piped in: named as standard input, not as "-"
+        empty = subprocess.run([*CLASSIFY, str(color_model), "--list", "-"], input=b"", capture_output=True)
+        assert empty.returncode == 2 and empty.stderr.decode().splitlines()[-1].startswith("error: standard input: no images found")
 
 
 def test_a_thousand_images_with_three_bad_ones(color_model: Path, assets_dir: Path, tmp_path: Path) -> None:

@@ -95,14 +95,15 @@ def test_classify_engine_ray_gives_the_local_results_in_input_order(color_model:
         "ray folder": [str(folder), "--engine", "ray", "--workers", "2", "--batch-size", "7"],
         "local list": ["--list", str(listed)],
         "ray list": ["--list", str(listed), "--engine", "ray", "--workers", "2", "--batch-size", "5"],
+        "ray list on standard input": ["--list", "-", "--engine", "ray", "--workers", "2", "--batch-size", "5"],
     }.items():
         table = tmp_path / f"{name}.csv"
-        done = runner.invoke(app, [str(color_model), *arguments, "--csv", str(table)])
+        done = runner.invoke(app, [str(color_model), *arguments, "--csv", str(table)], input=listed.read_bytes())
         assert done.exit_code == 1, done.stderr
         assert "error: " in done.stderr and "030.png: empty (0 bytes)" in done.stderr
         outputs[name] = (done.stdout, table.read_text(encoding="utf-8"))
     assert outputs["ray folder"] == outputs["local folder"]
-    assert outputs["ray list"] == outputs["local list"]
+    assert outputs["ray list"] == outputs["ray list on standard input"] == outputs["local list"]
     rows = outputs["ray list"][1].splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == listed.read_text(encoding="utf-8-sig").split()  # input order kept
 
