@@ -12,6 +12,7 @@ turn, batch after batch, so the machine's drift does not land on one of them.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -51,12 +52,11 @@ def measure_edge(
 ) -> list[dict[str, object]]:
     """One row per split seed and precision (fp32, int8, fp16) for the model `training` trains on `data_dir`."""
     rows: list[dict[str, object]] = []
-    seeds = list(training.seeds)
-    while seeds:
-        seed = seeds.pop(0)
+    further = itertools.count(max(training.seeds, default=-1) + 1)
+    for seed in itertools.chain(training.seeds, further):
+        if seed not in training.seeds and sum(row["test_images"] for row in rows if row["precision"] == "fp32") >= training.min_test_images:
+            break
         rows += _measure_seed(name, data_dir, workspace, out_dir, training, seed)
-        if not seeds and sum(row["test_images"] for row in rows if row["precision"] == "fp32") < training.min_test_images:
-            seeds.append(seed + 1)
     return rows
 
 

@@ -75,7 +75,7 @@ def markdown(result: dict[str, object]) -> str:
               "Each split seed trains its own model; fp32 and its variants share that seed's test split; throughput through `Classifier.predict_pixels` at batch 32 on this CPU "
               "(fp16 runs on a CPU by casting back to fp32: its row shows size and accuracy, its speed is not the point). "
               "`gate passed` = within 1 point of fp32 (the benchmark writes refused variants with --force to measure them). "
-              "Seeds are added until 450 test images are pooled per data set: a small test split flips 1.3 to 2 points per image.", ""]
+              "Split seeds are added per data set until enough test images are pooled (`EdgeTraining.min_test_images`): a small test split flips 1.3 to 2 points per image.", ""]
     lines += table(["data", "seed", "precision", "views", "test images", "MB", "size / fp32", "accuracy", "balanced acc.", "agreement", "loss (points)", "images/s", "speed / fp32", "gate passed"], [
         [e["data"], e["seed"], e["precision"], e["views"], e["test_images"], e["bytes"] / 1e6, e["size_vs_fp32"], e["accuracy"], e["balanced_accuracy"], e["agreement"],
          e["loss_points"], e["images_per_s_batch32"], e["speed_vs_fp32"], "yes" if e["gate_passed"] else "**no**"]

@@ -17,7 +17,7 @@ from runtime.classifier import Classifier, FileResult
 from runtime.distributed import Engine, EngineError, RayInput, require_ray
 from runtime.errors import ModelError, OutputError
 from runtime.imaging import IMAGE_EXTENSIONS, image_files
-from runtime.list_stream import STANDARD_INPUT
+from runtime.list_stream import is_standard_input
 from runtime.output import make_folder_for
 from runtime.session import OPTIMIZATION_LEVELS, SessionSettings
 
@@ -36,7 +36,7 @@ app = typer.Typer(add_completion=False, help="Classify images with a model expor
 def _readable_list(list_file: Optional[Path]) -> Optional[Path]:
     """The `--list` value, checked: `-` (standard input) or a readable file. (typer's own check cannot let `-`
     through for a Path option: it compares the Path with the string "-".)"""
-    if list_file is None or str(list_file) == STANDARD_INPUT:
+    if list_file is None or is_standard_input(list_file):
         return list_file
     problem = "does not exist" if not list_file.exists() else "is a folder" if list_file.is_dir() else None
     if problem is None and not os.access(list_file, os.R_OK):
@@ -108,7 +108,7 @@ def classify(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         raise typer.Exit(EXIT_BROKEN_PIPE)
     if not seen:  # an empty folder or list is most often the wrong one: a script must not take it for success
-        named = ", ".join("standard input" if str(path) == STANDARD_INPUT else str(path) for path in [*(inputs or []), *([list_file] if list_file else [])])
+        named = ", ".join("standard input" if is_standard_input(path) else str(path) for path in [*(inputs or []), *([list_file] if list_file else [])])
         typer.echo(f"error: {named}: no images found (folders are searched for {', '.join(sorted(IMAGE_EXTENSIONS))})", err=True)
         raise typer.Exit(EXIT_CANNOT_RUN)
     if failures:

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from runtime.errors import RetrainOnnxError, first_line
-from runtime.list_stream import STANDARD_INPUT
+from runtime.list_stream import is_standard_input
 
 #: How long the check that a Ray address answers waits for it.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -43,7 +43,7 @@ class RayInput:
     @property
     def streamed_list(self) -> Path | None:
         """The list file when Ray can read it directly (a file, and no other inputs), else None."""
-        return self.list_file if not self.inputs and str(self.list_file) != STANDARD_INPUT else None
+        return self.list_file if not self.inputs and not is_standard_input(self.list_file) else None
 
 
 class EngineError(RetrainOnnxError):

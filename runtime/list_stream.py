@@ -26,6 +26,11 @@ NAMES_AHEAD = 1024
 #: The list name that means standard input (`find ... | classify MODEL --list -`).
 STANDARD_INPUT = "-"
 
+def is_standard_input(list_file: Path) -> bool:
+    """Whether `list_file` is `STANDARD_INPUT`, the list read from standard input."""
+    return str(list_file) == STANDARD_INPUT
+
+
 #: How a list is decoded: UTF-8, a byte-order mark dropped, other bytes kept as surrogate escapes.
 _ENCODING, _ERRORS = "utf-8-sig", "surrogateescape"
 _END = object()
@@ -75,7 +80,7 @@ def _read_names(list_file: Path, names: queue.Queue[_Item], stop: threading.Even
 def _opened(list_file: Path) -> Iterator[TextIO]:
     """`list_file`, or standard input for `STANDARD_INPUT`, open for reading names (see `list_names`);
     standard input is left open for the rest of the process."""
-    if str(list_file) != STANDARD_INPUT:
+    if not is_standard_input(list_file):
         with open(list_file, encoding=_ENCODING, errors=_ERRORS) as lines:
             yield lines
         return
